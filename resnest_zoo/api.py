@@ -1,0 +1,66 @@
+"""The one-line entry points: :func:`load`, :func:`build` and :func:`list_models`."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .catalogue import catalogue, get_entry
+from .checkpoint import load_into
+from .download import checkpoint_state_dict
+from .segmentor import Segmentor, build_segmentor
+
+__all__ = ["load", "build", "list_models", "default_device"]
+
+
+def default_device() -> torch.device:
+    """CUDA when a GPU is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build(segmentor: str, dataset: str, *, auxiliary_head: bool = False, device: str | torch.device | None = None) -> Segmentor:
+    """The architecture of a catalogue entry with random weights, in eval mode.
+
+    ``auxiliary_head=True`` also builds the stage-3 auxiliary head the published files carry (for fine-tuning).
+    """
+    model = build_segmentor(get_entry(segmentor, dataset), auxiliary_head=auxiliary_head)
+    return model.to(device) if device is not None else model
+
+
+def load(
+    segmentor: str,
+    dataset: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    auxiliary_head: bool = False,
+) -> Segmentor:
+    """A pretrained segmentor, ready for inference (eval mode, on ``device``).
+
+    Args:
+        segmentor: ``fcn``, ``pspnet``, ``deeplabv3`` or ``deeplabv3plus`` (case-insensitive; aliases such as
+            ``deeplabv3+`` work).
+        dataset: ``voc``, ``ade20k`` or ``cityscapes`` (aliases ``pascal_voc``, ``ade`` ...).
+        weights: ``None`` for the catalogue's checkpoint (downloaded, verified and cached on first use),
+            or a local file path or an http(s) URL.
+        device: where to put the model; default CUDA when available, else CPU.
+        sha256: expected digest of the checkpoint file, checked in addition to the catalogue's pin.
+        cache_dir: where downloaded checkpoints live (default ``$RESNEST_ZOO_CACHE`` or torch.hub's folder).
+        progress: show a download progress bar (default: when attached to a terminal or notebook).
+        auxiliary_head: also build and load the auxiliary training head.
+    """
+    entry = get_entry(segmentor, dataset)
+    model = build_segmentor(entry, auxiliary_head=auxiliary_head)
+    state_dict, source = checkpoint_state_dict(entry, weights=weights, sha256=sha256, cache_dir=cache_dir, progress=progress)
+    load_into(model, state_dict, source=source)
+    del state_dict
+    return model.to(device if device is not None else default_device()).eval()
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The catalogue: one dict per published checkpoint (segmentor, dataset, classes, mIoU, URL, digest ...)."""
+    return [entry.to_dict() for entry in catalogue().values()]

@@ -1,0 +1,194 @@
+"""ResNeSt-101 backbone with output stride 8 (the "S-101-D8" of the published table).
+
+ResNeSt (Zhang et al., 2020) is a ResNet-D whose 3x3 convolution is replaced by a split-attention
+convolution. The variant used by the published checkpoints:
+
+* deep stem: three 3x3 convolutions 3 -> 64 -> 64 -> 128, then a 3x3 max-pool (stride 4 in all);
+* four stages of bottlenecks (3, 4, 23, 3 blocks; widths 64, 128, 256, 512; expansion 4);
+* split attention with radix 2, cardinality 1 and reduction factor 4 (hidden width at least 32);
+* when a block strides, the split-attention conv runs at stride 1 and a 3x3 average pool
+  (stride 2, padding 1) follows it; shortcuts downsample with a 2x2 average pool before the 1x1 conv;
+* output stride 8: stages 3 and 4 do not stride but dilate by 2 and 4, and the first block of each
+  dilated stage uses half the dilation ("contracted first dilation").
+
+Attribute names mirror the published state-dict keys (``stem.0``, ``layer3.7.conv2.fc1`` ...): they are
+the file format, so they are not renamed here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResNeSt", "ResNeStBottleneck", "SplitAttentionConv2d", "resnest101_d8"]
+
+
+class SplitAttentionConv2d(nn.Module):
+    """A grouped 3x3 convolution producing ``radix`` candidate feature maps, mixed by channel attention.
+
+    The attention weights come from the global average of the summed splits, through a
+    1x1 -> BN -> ReLU -> 1x1 bottleneck and a softmax across the radix dimension.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        *,
+        dilation: int = 1,
+        radix: int = 2,
+        groups: int = 1,
+        reduction_factor: int = 4,
+    ) -> None:
+        super().__init__()
+        hidden = max(in_channels * radix // reduction_factor, 32)
+        self.radix = radix
+        self.groups = groups
+        self.channels = channels
+        self.conv = nn.Conv2d(
+            in_channels, channels * radix, kernel_size=3, padding=dilation, dilation=dilation,
+            groups=groups * radix, bias=False,
+        )
+        self.bn0 = nn.BatchNorm2d(channels * radix)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, groups=groups)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.fc2 = nn.Conv2d(hidden, channels * radix, kernel_size=1, groups=groups)
+
+    def attention(self, splits: torch.Tensor) -> torch.Tensor:
+        """Per-split channel weights, shape ``(N, radix, C, 1, 1)``, for splits ``(N, radix, C, H, W)``."""
+        n = splits.shape[0]
+        pooled = splits.sum(dim=1).mean(dim=(2, 3), keepdim=True)
+        hidden = self.relu(self.bn1(self.fc1(pooled)))
+        logits = self.fc2(hidden)
+        # fc2's output channels are ordered (group, radix, channel-in-group); softmax runs over radix.
+        logits = logits.view(n, self.groups, self.radix, -1).transpose(1, 2)
+        return logits.softmax(dim=1).reshape(n, self.radix, self.channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn0(self.conv(x)))
+        n, _, h, w = x.shape
+        splits = x.view(n, self.radix, self.channels, h, w)
+        return (self.attention(splits) * splits).sum(dim=1)
+
+
+class ResNeStBottleneck(nn.Module):
+    """1x1 reduce -> split-attention 3x3 (-> 3x3 average pool when striding) -> 1x1 expand, plus shortcut."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        radix: int = 2,
+        groups: int = 1,
+        reduction_factor: int = 4,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = SplitAttentionConv2d(
+            width, width, dilation=dilation, radix=radix, groups=groups, reduction_factor=reduction_factor
+        )
+        # ResNeSt strides by average pooling after the split-attention conv, not inside it.
+        self.avg_layer = nn.AvgPool2d(3, stride, padding=1) if stride > 1 else None
+        self.conv3 = nn.Conv2d(width, width * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.conv2(out)
+        if self.avg_layer is not None:
+            out = self.avg_layer(out)
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    """Average-pool (ResNet-D style) then 1x1 conv + BN; keys ``downsample.1`` and ``downsample.2``."""
+    pool: nn.Module = (
+        nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+    )
+    return nn.Sequential(
+        pool,
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+class ResNeSt(nn.Module):
+    """ResNeSt backbone returning the four stage outputs (strides 4, 8, 8, 8 at output stride 8)."""
+
+    # output stride -> (per-stage strides, per-stage dilations)
+    _STRIDES_AND_DILATIONS = {
+        8: ((1, 2, 1, 1), (1, 1, 2, 4)),
+        16: ((1, 2, 2, 1), (1, 1, 1, 2)),
+        32: ((1, 2, 2, 2), (1, 1, 1, 1)),
+    }
+
+    def __init__(
+        self,
+        *,
+        blocks_per_stage: tuple[int, int, int, int] = (3, 4, 23, 3),
+        output_stride: int = 8,
+        stem_channels: int = 128,
+        base_width: int = 64,
+        radix: int = 2,
+        groups: int = 1,
+        reduction_factor: int = 4,
+        contract_dilation: bool = True,
+    ) -> None:
+        super().__init__()
+        if output_stride not in self._STRIDES_AND_DILATIONS:
+            raise ValueError(f"output_stride must be one of 8, 16, 32; got {output_stride}")
+        if groups != 1:
+            raise ValueError("only cardinality (groups) 1 is implemented: it is what the checkpoints use")
+        strides, dilations = self._STRIDES_AND_DILATIONS[output_stride]
+        half = stem_channels // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, stem_channels, 3, padding=1, bias=False), nn.BatchNorm2d(stem_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.out_channels: list[int] = []
+        in_channels = stem_channels
+        for index, (num_blocks, stride, dilation) in enumerate(zip(blocks_per_stage, strides, dilations)):
+            width = base_width * 2**index
+            first_dilation = dilation // 2 if contract_dilation and dilation > 1 else dilation
+            out_channels = width * ResNeStBottleneck.expansion
+            block_args = dict(radix=radix, groups=groups, reduction_factor=reduction_factor)
+            layers = [
+                ResNeStBottleneck(
+                    in_channels, width, stride=stride, dilation=first_dilation,
+                    downsample=_shortcut(in_channels, out_channels, stride), **block_args,
+                )
+            ]
+            layers += [
+                ResNeStBottleneck(out_channels, width, dilation=dilation, **block_args) for _ in range(1, num_blocks)
+            ]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*layers))
+            self.out_channels.append(out_channels)
+            in_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.stem(x))
+        features = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def resnest101_d8() -> ResNeSt:
+    """The backbone of all twelve published checkpoints."""
+    return ResNeSt(blocks_per_stage=(3, 4, 23, 3), output_stride=8)
+

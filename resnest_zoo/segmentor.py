@@ -1,0 +1,160 @@
+"""Segmentor assembly: the ResNeSt-101-D8 backbone plus one of four heads.
+
+Every segmentor maps a normalised float ``(N, 3, H, W)`` tensor to class logits ``(N, classes, H, W)``:
+the head predicts at 1/8 (1/4 for DeepLabV3+) of the input size and one bilinear upsampling
+(align_corners=False) brings the logits back to the input size, as the reference implementation does.
+
+Attribute names (``backbone_net``, ``decoder``, ``ppm_net``, ``aspp_net``, ``shortcut``, ``auxiliary_decoder``)
+are those of the published checkpoints, so ``state_dict()`` keys are the file format.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import ResNeSt, resnest101_d8
+from .heads import (
+    ASPP,
+    AuxiliaryFCNHead,
+    DepthwiseSeparableASPP,
+    DepthwiseSeparableConv2d,
+    PyramidPoolingModule,
+    classifier,
+    conv_bn_relu,
+    fcn_decoder,
+)
+
+if TYPE_CHECKING:
+    from .catalogue import CheckpointEntry
+
+__all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES"]
+
+
+class Segmentor(nn.Module):
+    """Base class: backbone, head and (optionally) the auxiliary training head.
+
+    Subclasses build their head modules and implement :meth:`decode`.
+    ``entry`` is the catalogue record the model was built from (class names, preprocessing ...),
+    or ``None`` for a model built outside the catalogue.
+    """
+
+    entry: CheckpointEntry | None
+
+    def __init__(self, backbone: ResNeSt, num_classes: int, *, auxiliary_head: bool = False, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone_net = backbone
+        self.entry = None
+        if auxiliary_head:
+            self.auxiliary_decoder = AuxiliaryFCNHead(1024, 512, num_classes, dropout=dropout)
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class logits at the head's resolution from the four backbone stage outputs."""
+        raise NotImplementedError
+
+    def head_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits before the final upsampling (1/8 or 1/4 of the input size)."""
+        return self.decode(self.backbone_net(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)`` for normalised images ``(N, 3, H, W)``."""
+        logits = self.head_logits(images)
+        return F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
+
+    def auxiliary_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's logits at the input size (only when built with ``auxiliary_head=True``)."""
+        if not hasattr(self, "auxiliary_decoder"):
+            raise RuntimeError("this model was built without the auxiliary head; pass auxiliary_head=True to build()")
+        features = self.backbone_net(images)
+        logits = self.auxiliary_decoder(features[2])
+        return F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return None if self.entry is None else self.entry.class_names
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}" + ("" if self.entry is None else f", entry={self.entry.name!r}")
+
+
+class FCN(Segmentor):
+    """Fully convolutional head: two 3x3 convs to 512 channels on stage 4, then a 1x1 classifier."""
+
+    def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512, num_convs: int = 2,
+                 dropout: float = 0.1, backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+        self.decoder = fcn_decoder(in_channels, feats_channels, num_classes, num_convs=num_convs, dropout=dropout)
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.decoder(features[3])
+
+
+class PSPNet(Segmentor):
+    """Pyramid scene parsing: pyramid pooling (1, 2, 3, 6) on stage 4, fused to 512 channels, then classified."""
+
+    def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512,
+                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1,
+                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+        self.ppm_net = PyramidPoolingModule(in_channels, feats_channels, pool_scales)
+        self.decoder = nn.Sequential(*classifier(feats_channels, num_classes, dropout))
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.decoder(self.ppm_net(features[3]))
+
+
+class DeepLabV3(Segmentor):
+    """DeepLabV3: ASPP (dilations 1, 12, 24, 36 and image pooling) on stage 4 into 512 channels, then classified."""
+
+    def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512,
+                 dilations: Sequence[int] = (1, 12, 24, 36), dropout: float = 0.1,
+                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+        self.aspp_net = ASPP(in_channels, feats_channels, dilations)
+        self.decoder = nn.Sequential(*classifier(feats_channels, num_classes, dropout))
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.decoder(self.aspp_net(features[3]))
+
+
+class DeepLabV3Plus(Segmentor):
+    """DeepLabV3+: depthwise-separable ASPP on stage 4, upsampled to stage 1 and joined with a 48-channel
+    shortcut from it, refined by two depthwise-separable 3x3 convs, then classified (output at 1/4)."""
+
+    def __init__(self, num_classes: int, *, in_channels: Sequence[int] = (256, 2048), feats_channels: int = 512,
+                 shortcut_channels: int = 48, dilations: Sequence[int] = (1, 12, 24, 36), dropout: float = 0.1,
+                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+        low_channels, high_channels = in_channels
+        self.aspp_net = DepthwiseSeparableASPP(high_channels, feats_channels, dilations)
+        self.shortcut = nn.Sequential(*conv_bn_relu(low_channels, shortcut_channels))
+        self.decoder = nn.Sequential(
+            DepthwiseSeparableConv2d(feats_channels + shortcut_channels, feats_channels),
+            DepthwiseSeparableConv2d(feats_channels, feats_channels),
+            *classifier(feats_channels, num_classes, dropout),
+        )
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        low = features[0]
+        context = F.interpolate(self.aspp_net(features[3]), size=low.shape[2:], mode="bilinear", align_corners=False)
+        return self.decoder(torch.cat([context, self.shortcut(low)], dim=1))
+
+
+SEGMENTOR_CLASSES: dict[str, type[Segmentor]] = {
+    "fcn": FCN, "pspnet": PSPNet, "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
+}
+
+
+def build_segmentor(entry: CheckpointEntry, *, auxiliary_head: bool = False) -> Segmentor:
+    """Build the (randomly initialised, eval-mode) architecture that ``entry``'s checkpoint was trained with."""
+    head: dict[str, Any] = dict(entry.head)
+    for key in ("in_channels", "pool_scales", "dilations"):
+        if isinstance(head.get(key), list):
+            head[key] = tuple(head[key])
+    model = SEGMENTOR_CLASSES[entry.segmentor](entry.num_classes, auxiliary_head=auxiliary_head, **head)
+    model.entry = entry
+    return model.eval()
