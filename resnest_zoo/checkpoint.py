@@ -70,19 +70,24 @@ def _torch_load_safely(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).split("\n\n")[0] if "Unsupported" not in str(exc) else _unsupported_global(str(exc))
+        if "Weights only load failed" not in str(exc):
+            raise _format_error(path, exc) from exc
         raise UnsafeCheckpointError(
             f"refused to load {path}: unpickling it would import or call code outside plain tensors and "
-            f"containers ({reason}). Nothing from the file was executed. Checkpoints published for these "
+            f"containers ({_unsupported_global(str(exc))}). Nothing from the file was executed. Checkpoints published for these "
             "models hold tensors only; get the file from the catalogue URL, or convert a trusted file "
             "with `resnest-zoo export`."
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointFormatError(
-            f"{path} is not a readable PyTorch checkpoint or safetensors file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). It may be truncated or corrupted: "
-            "delete it and download it again."
-        ) from exc
+    except Exception as exc:  # torch raises many types for damaged files; all mean the same to the user
+        raise _format_error(path, exc) from exc
+
+
+def _format_error(path: Path, exc: BaseException) -> CheckpointFormatError:
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return CheckpointFormatError(
+        f"{path} is not a readable PyTorch checkpoint or safetensors file ({type(exc).__name__}: {detail}). "
+        "It may be truncated or corrupted: delete it and download it again."
+    )
 
 
 def _unsupported_global(message: str) -> str:
@@ -142,7 +147,13 @@ def _auxiliary_shapes(num_classes: int) -> dict[str, torch.Size]:
 
 def _format_keys(keys: list[str], limit: int = 10) -> str:
     shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+    if len(keys) <= limit:
+        return shown
+    groups: dict[str, int] = {}
+    for key in keys:
+        groups[key.split(".")[0]] = groups.get(key.split(".")[0], 0) + 1
+    by_module = ", ".join(f"{name}.* ({count})" for name, count in groups.items())
+    return f"{shown}, ... ({len(keys) - limit} more; by module: {by_module})"
 
 
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:

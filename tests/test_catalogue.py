@@ -1,0 +1,162 @@
+"""checkpoints.json: schema, agreement with the published table, name resolution, and the twelve builds."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+import torch
+
+import resnest_zoo
+from resnest_zoo.catalogue import (
+    DATASET_KEYS,
+    SEGMENTORS,
+    catalogue,
+    get_entry,
+    parse_catalogue,
+    resolve_dataset,
+    resolve_segmentor,
+)
+from resnest_zoo.datasets import DATASETS
+from resnest_zoo.errors import CatalogueError, UnknownModelError
+from resnest_zoo.segmentor import build_segmentor
+
+from conftest import REPO_ROOT, SEED_TABLE
+
+PACKAGED = REPO_ROOT / "resnest_zoo" / "checkpoints.json"
+
+
+def _document() -> dict:
+    return json.loads(PACKAGED.read_text())
+
+
+def _seed_rows() -> list[dict]:
+    """Parse the published markdown table independently of the catalogue code."""
+    if not SEED_TABLE.exists():
+        pytest.skip(f"seed table not found at {SEED_TABLE}")
+    datasets = {"PASCAL VOC": "voc", "ADE20k": "ade20k", "CityScapes": "cityscapes"}
+    segmentors = {"FCN": "fcn", "PSPNet": "pspnet", "DeepLabV3": "deeplabv3", "DeepLabV3plus": "deeplabv3plus"}
+    rows, dataset = [], None
+    for line in SEED_TABLE.read_text().splitlines():
+        if line.startswith("#### "):
+            dataset = datasets[line[5:].strip()]
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 7 and cells[0] in segmentors:
+            links = dict(re.findall(r"\[(\w+)\]\(([^)]+)\)", cells[6]))
+            rows.append({
+                "segmentor": segmentors[cells[0]], "dataset": dataset, "crop": cells[2], "schedule": cells[3],
+                "sets": cells[4], "miou": float(cells[5].rstrip("%")), "links": links,
+            })
+    return rows
+
+
+def test_root_file_is_the_packaged_file():
+    assert (REPO_ROOT / "checkpoints.json").read_text() == PACKAGED.read_text()
+
+
+def test_catalogue_has_twelve_valid_records():
+    entries = catalogue()
+    assert len(entries) == 12
+    assert set(entries) == {(s, d) for s in SEGMENTORS for d in DATASET_KEYS}
+    for entry in entries.values():
+        assert entry.num_classes == {"voc": 21, "ade20k": 150, "cityscapes": 19}[entry.dataset]
+        assert entry.num_classes == len(entry.class_names) == len(entry.palette)
+        assert entry.preprocessing.mean == (123.675, 116.28, 103.53)
+        assert entry.preprocessing.std == (58.395, 57.12, 57.375)
+        assert entry.preprocessing.resize == ((2048, 1024) if entry.dataset == "cityscapes" else (2048, 512))
+        assert entry.inference == {"mode": "whole", "align_corners": False}
+        # never an invented digest: null until pinned from the real file
+        assert entry.sha256 is None and entry.size is None
+
+
+def test_catalogue_matches_the_published_table():
+    rows = _seed_rows()
+    assert len(rows) == 12
+    for row in rows:
+        entry = get_entry(row["segmentor"], row["dataset"])
+        assert entry.url == row["links"]["model"]
+        assert entry.log_url == row["links"]["log"]
+        assert entry.config_url == row["links"]["cfg"]
+        assert entry.miou == row["miou"]
+        assert "x".join(map(str, entry.crop_size)) == row["crop"]
+        lr, policy, batch, epochs = row["schedule"].split(":")[1].strip().split("/")
+        assert entry.schedule == {"lr": float(lr), "policy": policy, "batch_size": int(batch), "epochs": int(epochs)}
+        assert f"{entry.train_set}/{entry.eval_set}" == row["sets"]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("url"), "missing field"),
+        (lambda r: r.update(num_classes=20), "num_classes is 20"),
+        (lambda r: r.update(sha256="abc"), "sha256 must be 64"),
+        (lambda r: r.update(segmentor="unet"), "segmentor 'unet'"),
+        (lambda r: r.update(miou="80%"), "field 'miou'"),
+        (lambda r: r.update(colour="red"), "unknown field"),
+        (lambda r: r["head"].pop("dilations"), "head has keys"),
+        (lambda r: r.update(url="http://example.com/other.pth"), "must be https"),
+    ],
+)
+def test_schema_violations_are_reported(mutate, message):
+    document = copy.deepcopy(_document())
+    record = next(r for r in document["checkpoints"] if r["segmentor"] == "deeplabv3plus")
+    mutate(record)
+    with pytest.raises(CatalogueError, match=message):
+        parse_catalogue(document)
+
+
+def test_duplicate_and_missing_entries_are_reported():
+    document = _document()
+    document["checkpoints"][1] = copy.deepcopy(document["checkpoints"][0])
+    with pytest.raises(CatalogueError, match="duplicate"):
+        parse_catalogue(document)
+    document = _document()
+    del document["checkpoints"][-1]
+    with pytest.raises(CatalogueError, match="lacks entries"):
+        parse_catalogue(document)
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus", "DeepLabV3+", "deeplabv3_plus", "DEEPLABV3PLUS", "deeplabv3-plus"])
+def test_segmentor_aliases(name):
+    assert resolve_segmentor(name) == "deeplabv3plus"
+
+
+@pytest.mark.parametrize("name, key", [("ade", "ade20k"), ("ADE20K", "ade20k"), ("pascal_voc", "voc"), ("VOC", "voc"),
+                                       ("Cityscapes", "cityscapes"), ("pascal-voc", "voc")])
+def test_dataset_aliases(name, key):
+    assert resolve_dataset(name) == key
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(UnknownModelError) as info:
+        get_entry("unet", "voc")
+    assert "fcn, pspnet, deeplabv3, deeplabv3plus" in str(info.value) and "'unet'" in str(info.value)
+    with pytest.raises(UnknownModelError) as info:
+        resnest_zoo.build("fcn", "coco")
+    assert "voc, ade20k, cityscapes" in str(info.value) and "'coco'" in str(info.value)
+    with pytest.raises(TypeError, match="segmentor must be a string"):
+        get_entry(3, "voc")
+
+
+def test_list_models_returns_the_records():
+    models = resnest_zoo.list_models()
+    assert len(models) == 12
+    assert models == _document()["checkpoints"]
+
+
+@pytest.mark.parametrize("dataset", DATASET_KEYS)
+@pytest.mark.parametrize("segmentor", SEGMENTORS)
+def test_every_entry_builds_with_its_class_count(segmentor, dataset):
+    entry = get_entry(segmentor, dataset)
+    with torch.device("meta"):  # shapes only: the twelve full builds would take ~30 s
+        model = build_segmentor(entry)
+    classifier = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert classifier.out_channels == entry.num_classes == DATASETS[dataset].num_classes
+    assert not model.training and model.entry is entry
+    assert not any(k.startswith("auxiliary_decoder.") for k in model.state_dict())
+    with torch.device("meta"):
+        with_aux = build_segmentor(entry, auxiliary_head=True)
+    assert with_aux.state_dict()["auxiliary_decoder.4.weight"].shape == (entry.num_classes, 512, 1, 1)
+    assert with_aux.state_dict()["auxiliary_decoder.0.weight"].shape == (512, 1024, 3, 3)
