@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 from .api import build, list_models, load
+from .cache import cached_files, clear_cache
 from .catalogue import CheckpointEntry, get_entry
 from .checkpoint import read_state_dict
+from .download import download, export
 from .errors import (
     CatalogueError,
     CheckpointFormatError,
@@ -18,6 +20,7 @@ from .errors import (
     UnknownModelError,
     UnsafeCheckpointError,
 )
+from .integrity import verify
 from .segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor
 
 __version__ = "0.1.0"
@@ -28,6 +31,11 @@ __all__ = [
     "list_models",
     "get_entry",
     "read_state_dict",
+    "download",
+    "verify",
+    "export",
+    "cached_files",
+    "clear_cache",
     "CheckpointEntry",
     "Segmentor",
     "FCN",
