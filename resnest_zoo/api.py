@@ -54,10 +54,15 @@ def load(
         auxiliary_head: also build and load the auxiliary training head.
     """
     entry = get_entry(segmentor, dataset)
-    model = build_segmentor(entry, auxiliary_head=auxiliary_head)
     state_dict, source = checkpoint_state_dict(entry, weights=weights, sha256=sha256, cache_dir=cache_dir, progress=progress)
-    load_into(model, state_dict, source=source)
+    # Built on the meta device: no time spent on a random initialisation that the weights replace at once.
+    with torch.device("meta"):
+        model = build_segmentor(entry, auxiliary_head=auxiliary_head)
+    load_into(model, state_dict, source=source, assign=True)
     del state_dict
+    left_on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:  # every tensor is persistent today; this guards against a future non-persistent buffer
+        raise RuntimeError(f"tensors not filled by the checkpoint: {', '.join(left_on_meta[:5])}")
     return model.to(device if device is not None else default_device()).eval()
 
 

@@ -156,8 +156,10 @@ def _format_keys(keys: list[str], limit: int = 10) -> str:
     return f"{shown}, ... ({len(keys) - limit} more; by module: {by_module})"
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-    """Copy ``state_dict`` into ``model`` strictly.
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
+              assign: bool = False) -> None:
+    """Copy ``state_dict`` into ``model`` strictly (``assign=True``: use its tensors as the model's, which is
+    how a model built on the meta device gets its weights without allocating them twice).
 
     Every model tensor must be present with the same shape, and every checkpoint tensor must be a model
     tensor, except the auxiliary training head, which is checked against its expected shapes and then
@@ -184,7 +186,9 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
     ]
     if missing or unexpected or mis_shaped:
         raise CheckpointMismatchError(_mismatch_message(model, state_dict, source, missing, unexpected, mis_shaped))
-    model.load_state_dict(provided, strict=True)
+    if assign:  # the file's tensors become the model's: give them the model's float32 dtype first
+        provided = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in provided.items()}
+    model.load_state_dict(provided, strict=True, assign=assign)
 
 
 def _mismatch_message(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,

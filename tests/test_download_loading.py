@@ -212,6 +212,9 @@ def test_export_writes_model_only_safetensors_in_float32_and_float16(tmp_path, t
     model = resnest_zoo.load("fcn", "voc", weights=full, device="cpu")
     _assert_equal(model.state_dict(), {k: v for k, v in reference.state_dict().items()
                                        if not k.startswith("auxiliary_decoder.")})
+    half_model = resnest_zoo.load("fcn", "voc", weights=half, device="cpu")  # float16 file -> float32 model
+    assert {t.dtype for t in half_model.parameters()} == {torch.float32}
+    torch.testing.assert_close(half_model.decoder[0].weight, reference.decoder[0].weight, atol=2e-3, rtol=1e-3)
     with pytest.raises(CheckpointMismatchError, match="does not fit the pspnet/voc"):
         resnest_zoo.export("pspnet", "voc", out, weights=path)
 
