@@ -90,7 +90,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 # ----------------------------------------------------------------------------------------------- commands
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .download import cached_files
+    from .cache import cached_files
 
     cached = {(r.entry.segmentor, r.entry.dataset) for r in cached_files(args.cache_dir) if r.entry is not None}
     rows = [
@@ -126,7 +126,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .download import verify
+    from .integrity import verify
 
     status = EXIT_OK
     for name in args.files:
@@ -156,7 +156,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .download import cached_files, clear_cache
+    from .cache import cached_files, clear_cache
 
     if args.action == "list":
         records = cached_files(args.cache_dir)
@@ -177,16 +177,23 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _iter_images(inputs: Sequence[str]) -> Iterator[tuple[Path, Path]]:
-    """(image path, output stem relative to the output folder) for files and the images inside folders."""
+def _iter_images(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
+    """(image path, output path without suffix, relative to the output folder) for files and the images
+    inside folders (recursively, keeping the sub-folders). Two inputs that would share an output name
+    (``a.jpg`` and ``a.png``) keep their suffix in it (``a.jpg.png``, ``a.png.png``)."""
+    found: list[tuple[Path, Path]] = []
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            for image in found:
-                yield image, image.relative_to(path).with_suffix("")
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(image, image.relative_to(path)) for image in images]
         else:
-            yield path, Path(path.stem)
+            found.append((path, Path(path.name)))
+    seen: set[Path] = set()
+    found = [(p, r) for p, r in found if not (p.resolve() in seen or seen.add(p.resolve()))]  # each file once
+    stems = [relative.with_name(relative.stem) for _, relative in found]
+    return [(path, stem if stems.count(stem) == 1 else relative)
+            for (path, relative), stem in zip(found, stems)]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -218,7 +225,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             continue
         target = output / stem
         target.parent.mkdir(parents=True, exist_ok=True)
-        prediction.save(target.with_suffix(".png"))
+        prediction.save(target.with_name(target.name + ".png"))
         if args.overlay:
             prediction.overlay(alpha=args.alpha).save(target.with_name(target.name + "_overlay.png"))
     done = len(images) - failures

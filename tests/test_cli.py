@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from resnest_zoo.catalogue import catalogue, get_entry
-from resnest_zoo.cli import build_parser
+from resnest_zoo.cli import _iter_images, build_parser
 
 from download_helpers import checkpoint_bytes, sha256
 from http_server import FileServer
@@ -219,6 +219,15 @@ def test_predict_writes_masks_and_overlays_and_skips_a_bad_file(published_checkp
         overlay = Image.open(out / f"{stem}_overlay.png")
         assert overlay.mode == "RGB" and overlay.size == size
     assert not (out / "broken.png").exists()
+
+
+def test_predict_output_names_keep_folders_and_never_collide(tmp_path):
+    for name in ("a.jpg", "a.png", "x.y.jpg", "sub/b.png", "notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = _iter_images([str(tmp_path), str(tmp_path / "x.y.jpg"), str(tmp_path / "c.jpg")])
+    assert [(p.name, str(o)) for p, o in found] == [
+        ("a.jpg", "a.jpg"), ("a.png", "a.png"), ("b.png", "sub/b"), ("x.y.jpg", "x.y"), ("c.jpg", "c")]
 
 
 def test_predict_with_no_readable_input_exits_2(tmp_path):

@@ -1,0 +1,297 @@
+"""Turning what a user passes to :meth:`Segmentor.predict` into the tensors the network was evaluated on.
+
+Three steps, each matching the reference (sssegmentation) test pipeline ``Resize -> Normalize -> ToTensor``:
+
+1. :func:`as_image_batch` parses the input (file path, PIL image, numpy array, torch tensor, or a list of these)
+   into RGB ``uint8`` tensors ``(3, H, W)``, rejecting anything ambiguous with an error saying what was received
+   and what is accepted.
+2. :func:`resize_like_cv2` resizes with the size rule of the reference's ``Resize(keep_ratio=True)``
+   (:func:`keep_ratio_size`) and reproduces OpenCV's ``INTER_LINEAR`` on ``uint8`` images in integer
+   arithmetic (11-bit fixed-point weights, OpenCV's rounding), without depending on OpenCV at runtime.
+3. :func:`normalize` subtracts the mean and divides by the standard deviation (RGB order) in float32.
+
+Accepted images (all become 8-bit RGB, because the checkpoints were trained and evaluated on 8-bit RGB):
+
+* ``str`` / ``os.PathLike``: an image file, decoded by Pillow; the EXIF orientation is applied (as OpenCV's
+  ``imread`` does). 16-bit greyscale files keep their high byte (as ``imread`` does for 16-bit PNGs).
+* ``PIL.Image.Image`` of any mode: converted to RGB. The alpha channel of ``RGBA``/``LA``/``PA`` images (and
+  the transparency of ``P`` images) is **discarded, not composited** -- what ``cv2.imread`` gives for such files.
+  ``I;16`` images keep their high byte; ``I`` and ``F`` images are converted by Pillow (values clipped to 0-255).
+* ``numpy.ndarray``: ``H x W`` (greyscale), ``H x W x 1``, ``H x W x 3`` (RGB) or ``H x W x 4`` (RGBA, alpha
+  discarded); ``uint8`` (0-255) or floating point in ``[0, 1]`` (multiplied by 255 and rounded to 8 bits).
+* ``torch.Tensor``: ``H x W``, ``C x H x W`` or ``H x W x C`` with C in 1, 3, 4 (a 3-D tensor is read as CHW when
+  its first dimension is 1, 3 or 4, otherwise as HWC), ``uint8`` 0-255 or floating point in ``[0, 1]`` as for
+  numpy; a 4-D tensor is a batch ``N x C x H x W``. Tensors stay on their device.
+* ``list`` / ``tuple`` of the above single images: a batch.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageInput",
+    "ParsedImage",
+    "ACCEPTED_INPUTS",
+    "as_image_batch",
+    "parse_image",
+    "keep_ratio_size",
+    "resize_like_cv2",
+    "normalize",
+]
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+ACCEPTED_INPUTS = (
+    "an image file path, a PIL.Image, a numpy array HxW / HxWx1 / HxWx3 (RGB) / HxWx4 (RGBA) of uint8 (0-255) "
+    "or float in [0, 1], a torch tensor HxW / CxHxW / HxWxC (C = 1, 3 or 4) of uint8 or float in [0, 1], "
+    "a 4-D tensor NxCxHxW (a batch), or a list/tuple of single images"
+)
+
+_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights are integers out of 2048
+_COEF_SCALE = 1 << _COEF_BITS
+
+
+@dataclass
+class ParsedImage:
+    """One input image as an RGB ``uint8`` tensor ``(3, H, W)`` on the device it came on."""
+
+    pixels: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"numpy array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, torch.Tensor):
+        return f"torch tensor of shape {tuple(value.shape)} and dtype {value.dtype} on {value.device}"
+    if isinstance(value, Image.Image):
+        return f"PIL image of mode {value.mode!r} and size {value.size}"
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def as_image_batch(images: Any) -> tuple[list[ParsedImage], bool]:
+    """Parse ``images`` into a list of RGB ``uint8`` images, and whether the input was a batch.
+
+    A batch is a ``list``/``tuple`` or a 4-D tensor; everything else is a single image.
+    """
+    if isinstance(images, (list, tuple)):
+        parsed = []
+        for index, item in enumerate(images):
+            if isinstance(item, (list, tuple)) or (isinstance(item, torch.Tensor) and item.ndim == 4):
+                raise ValueError(f"item {index} of the batch is itself a batch ({_describe(item)}); "
+                                 f"nested batches are not accepted, pass one flat list of images")
+            try:
+                parsed.append(parse_image(item))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"item {index} of the batch: {exc}") from None
+        return parsed, True
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        if images.shape[1] not in (1, 3, 4):
+            raise ValueError(f"a 4-D tensor is read as a batch N x C x H x W with C = 1, 3 or 4, got shape "
+                             f"{tuple(images.shape)}; for channels-last batches use images.permute(0, 3, 1, 2)")
+        return [parse_image(image) for image in images], True
+    return [parse_image(images)], False
+
+
+def parse_image(image: Any) -> ParsedImage:
+    """One image (path, PIL image, numpy array or tensor) as RGB ``uint8`` ``(3, H, W)``; see the module docs."""
+    if isinstance(image, (str, os.PathLike)):
+        return _from_numpy(_read_file(Path(image)), "image file")
+    if isinstance(image, Image.Image):
+        return _from_numpy(_pil_to_numpy(image), "PIL image")
+    if isinstance(image, np.ndarray):
+        return _from_numpy(image, "numpy array")
+    if isinstance(image, torch.Tensor):
+        return _from_tensor(image)
+    raise TypeError(f"cannot read an image from a {_describe(image)}; expected {ACCEPTED_INPUTS}")
+
+
+def _read_file(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory, expected an image file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            return _pil_to_numpy(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{str(path)!r} is not an image file Pillow can read ({exc}); "
+                         f"expected a PNG, JPEG, BMP, TIFF, WebP ... picture") from None
+
+
+def _pil_to_numpy(image: Image.Image) -> np.ndarray:
+    """RGB uint8 ``H x W x 3``; alpha and transparency are discarded (see the module docs)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "RGBA":
+        image = image.convert("RGB")  # Pillow drops the alpha channel, it does not composite
+    elif image.mode in ("LA", "La"):
+        image = image.getchannel(0).convert("RGB")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA").convert("RGB")  # palette colours; transparency dropped
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _check_finite_unit_range(values: np.ndarray | torch.Tensor, what: str) -> None:
+    if isinstance(values, torch.Tensor):
+        # one host sync on float tensors: a bad value must be reported before inference, not silently clipped
+        low, high = values.aminmax() if values.numel() else (values.new_zeros(()), values.new_zeros(()))
+        finite = bool(torch.isfinite(values).all())
+        low, high = float(low), float(high)
+    else:
+        finite = bool(np.isfinite(values).all())
+        low, high = float(values.min()), float(values.max())
+    if not finite:
+        raise ValueError(f"{what} contains NaN or infinite values")
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{what} has values in [{low:g}, {high:g}]; float images must lie in [0, 1] "
+                         f"(divide 0-255 data by 255, or pass it as uint8)")
+
+
+def _from_numpy(array: np.ndarray, what: str) -> ParsedImage:
+    description = f"{what} ({_describe(array)})"
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.ndim != 3:
+        hint = "; for a batch pass a list of images" if array.ndim == 4 else ""
+        raise ValueError(f"{description}: expected H x W or H x W x C (C = 1, 3 or 4), got {array.ndim} dimensions{hint}")
+    if array.shape[2] not in (1, 3, 4):
+        hint = " (channels-first? use array.transpose(1, 2, 0))" if array.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"{description}: expected 1, 3 (RGB) or 4 (RGBA) channels in the last dimension, "
+                         f"got {array.shape[2]}{hint}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{description}: the image is empty")
+    array = array[:, :, :3] if array.shape[2] == 4 else array
+    if array.dtype == np.uint8:
+        pixels = array
+    elif np.issubdtype(array.dtype, np.floating):
+        _check_finite_unit_range(array, description)
+        pixels = np.rint(array.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
+    else:
+        raise TypeError(f"{description}: unsupported dtype {array.dtype}; expected uint8 (0-255) or float in [0, 1] "
+                        f"(for integer data already in 0-255 use array.astype(np.uint8))")
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only memory
+        pixels = pixels.copy()
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    return ParsedImage(tensor.contiguous())
+
+
+def _from_tensor(tensor: torch.Tensor) -> ParsedImage:
+    description = f"tensor ({_describe(tensor)})"
+    tensor = tensor.detach()
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    elif tensor.ndim == 3:
+        if tensor.shape[0] not in (1, 3, 4):
+            if tensor.shape[2] not in (1, 3, 4):
+                raise ValueError(f"{description}: expected C x H x W or H x W x C with C = 1, 3 or 4 channels")
+            tensor = tensor.permute(2, 0, 1)
+    else:
+        raise ValueError(f"{description}: expected H x W, C x H x W, H x W x C or a batch N x C x H x W, "
+                         f"got {tensor.ndim} dimensions")
+    if tensor.shape[1] == 0 or tensor.shape[2] == 0:
+        raise ValueError(f"{description}: the image is empty")
+    tensor = tensor[:3] if tensor.shape[0] == 4 else tensor
+    if tensor.dtype == torch.uint8:
+        pixels = tensor
+    elif tensor.is_floating_point():
+        _check_finite_unit_range(tensor, description)
+        pixels = torch.round(tensor.float() * 255.0).to(torch.uint8)
+    else:
+        raise TypeError(f"{description}: unsupported dtype {tensor.dtype}; expected uint8 (0-255) or float in [0, 1] "
+                        f"(for integer data already in 0-255 use tensor.to(torch.uint8))")
+    if pixels.shape[0] == 1:
+        pixels = pixels.expand(3, -1, -1)
+    return ParsedImage(pixels.contiguous())
+
+
+def keep_ratio_size(height: int, width: int, target: Sequence[int]) -> tuple[int, int]:
+    """``(new_height, new_width)`` of the reference's ``Resize(output_size=target, keep_ratio=True)``.
+
+    The scale is the largest that fits the long side into ``max(target)`` and the short side into
+    ``min(target)``; each side is scaled and rounded half up, with the reference's exact float arithmetic.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height} x {width}")
+    scale = min(max(target) / max(height, width), min(target) / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def _linear_taps(source: int, destination: int, *, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    """OpenCV's INTER_LINEAR source indices and 11-bit fixed-point weights along one axis.
+
+    Mirrors ``cv::resize``: ``f = float((d + 0.5) * (1 / (destination / source)) - 0.5)`` (double, then float32),
+    taps ``floor(f)`` and ``floor(f) + 1`` clipped to the image, weights ``round((1 - frac) * 2048)`` and
+    ``round(frac * 2048)`` (ties to even, as ``cvRound``). Along x OpenCV also zeroes the fraction where a tap
+    falls outside the image (``clamp_weights=True``); along y it keeps the fraction and only clips the rows.
+    """
+    scale = 1.0 / (destination / source)
+    position = ((np.arange(destination, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(position)
+    fraction = (position - first).astype(np.float32)
+    first = first.astype(np.int64)
+    if clamp_weights:
+        outside = (first < 0) | (first >= source - 1)
+        fraction[outside] = 0.0
+    first_index = np.clip(first, 0, source - 1)
+    second_index = np.clip(first + 1, 0, source - 1)
+    weight_first = np.rint((np.float32(1.0) - fraction) * np.float32(_COEF_SCALE)).astype(np.int32)
+    weight_second = np.rint(fraction * np.float32(_COEF_SCALE)).astype(np.int32)
+    return first_index, second_index, weight_first, weight_second
+
+
+def resize_like_cv2(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``uint8`` ``(C, H, W)`` to ``size = (height, width)`` as ``cv2.resize(..., INTER_LINEAR)`` does.
+
+    OpenCV resizes ``uint8`` images in fixed point: a horizontal pass ``p0 * a0 + p1 * a1`` with weights out of
+    2048, then a vertical pass ``((b0 * (r0 >> 4)) >> 16) + ((b1 * (r1 >> 4)) >> 16) + 2) >> 2``. Doing the same
+    integer operations here gives the reference's pixels (bit-exact in the tests) on any torch device, with no
+    antialiasing when shrinking, exactly like OpenCV.
+    """
+    if image.dtype != torch.uint8 or image.ndim != 3:
+        raise ValueError(f"resize_like_cv2 expects a uint8 (C, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
+    height, width = int(image.shape[1]), int(image.shape[2])
+    new_height, new_width = int(size[0]), int(size[1])
+    if new_height <= 0 or new_width <= 0:
+        raise ValueError(f"target size must be positive, got {size}")
+    if (new_height, new_width) == (height, width):
+        return image
+    device = image.device
+    x0, x1, a0, a1 = (torch.from_numpy(v).to(device) for v in _linear_taps(width, new_width, clamp_weights=True))
+    y0, y1, b0, b1 = (torch.from_numpy(v).to(device) for v in _linear_taps(height, new_height, clamp_weights=False))
+    pixels = image.to(torch.int32)
+    rows = pixels.index_select(2, x0) * a0 + pixels.index_select(2, x1) * a1  # (C, H, new_W), values < 2^20
+    rows = rows >> 4
+    top = (rows.index_select(1, y0) * b0[:, None]) >> 16
+    bottom = (rows.index_select(1, y1) * b1[:, None]) >> 16
+    return ((top + bottom + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+
+
+def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(image - mean) * (1 / std)`` in float32 per RGB channel, as the reference's ``Normalize`` computes it."""
+    mean_t = torch.tensor([float(m) for m in mean], dtype=torch.float32)
+    scale_t = torch.tensor([1.0 / float(s) for s in std], dtype=torch.float64).to(torch.float32)
+    shape = (-1, 1, 1) if image.ndim == 3 else (1, -1, 1, 1)
+    mean_t = mean_t.to(image.device).view(shape)
+    scale_t = scale_t.to(image.device).view(shape)
+    return (image.to(torch.float32) - mean_t) * scale_t
