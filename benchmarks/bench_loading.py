@@ -55,7 +55,7 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
 
     import resnest_zoo
     from resnest_zoo.cache import safetensors_path
-    from resnest_zoo.download import SourceSettings, checkpoint_state_dict
+    from resnest_zoo.sources import SourceSettings, checkpoint_state_dict
     from resnest_zoo.integrity import UnpinnedCheckpointWarning
 
     warnings.simplefilter("ignore", UnpinnedCheckpointWarning)

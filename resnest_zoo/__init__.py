@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "get_entry": "catalogue",
     "CheckpointEntry": "catalogue",
     "read_state_dict": "checkpoint",
-    "download": "download",
-    "export": "download",
+    "download": "sources",
+    "export": "sources",
     "verify": "integrity",
     "cached_files": "cache",
     "clear_cache": "cache",
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see
     from .cache import cached_files, clear_cache
     from .catalogue import CheckpointEntry, get_entry
     from .checkpoint import read_state_dict
-    from .download import download, export
+    from .sources import download, export
     from .errors import (
         CatalogueError,
         CheckpointFormatError,

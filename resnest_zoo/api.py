@@ -8,8 +8,9 @@ import torch
 
 from .catalogue import catalogue, get_entry
 from .checkpoint import load_into
-from .download import checkpoint_state_dict
+from .optimize import optimize_for_inference
 from .segmentor import Segmentor, build_segmentor
+from .sources import checkpoint_state_dict
 
 __all__ = ["load", "build", "list_models", "default_device"]
 
@@ -38,6 +39,7 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     auxiliary_head: bool = False,
+    optimize: bool = False,
 ) -> Segmentor:
     """A pretrained segmentor, ready for inference (eval mode, on ``device``).
 
@@ -52,6 +54,9 @@ def load(
         cache_dir: where downloaded checkpoints live (default ``$RESNEST_ZOO_CACHE`` or torch.hub's folder).
         progress: show a download progress bar (default: when attached to a terminal or notebook).
         auxiliary_head: also build and load the auxiliary training head.
+        optimize: fold every BatchNorm into the convolution before it (:func:`~resnest_zoo.optimize_for_inference`):
+            the same predictions, faster; but ``state_dict()`` then no longer has the published layout, so leave
+            it off to fine-tune or re-save the model.
     """
     entry = get_entry(segmentor, dataset)
     state_dict, source = checkpoint_state_dict(entry, weights=weights, sha256=sha256, cache_dir=cache_dir, progress=progress)
@@ -63,7 +68,8 @@ def load(
     left_on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:  # every tensor is persistent today; this guards against a future non-persistent buffer
         raise RuntimeError(f"tensors not filled by the checkpoint: {', '.join(left_on_meta[:5])}")
-    return model.to(device if device is not None else default_device()).eval()
+    model = model.to(device if device is not None else default_device()).eval()
+    return optimize_for_inference(model) if optimize else model
 
 
 def list_models() -> list[dict[str, Any]]:

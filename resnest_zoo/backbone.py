@@ -56,8 +56,11 @@ class SplitAttentionConv2d(nn.Module):
 
     def attention(self, splits: torch.Tensor) -> torch.Tensor:
         """Per-split channel weights, shape ``(N, radix, C, 1, 1)``, for splits ``(N, radix, C, H, W)``."""
-        n = splits.shape[0]
-        pooled = splits.sum(dim=1).mean(dim=(2, 3), keepdim=True)
+        return self._attention_from_pooled(splits.sum(dim=1).mean(dim=(2, 3), keepdim=True))
+
+    def _attention_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Attention weights ``(N, radix, C, 1, 1)`` from the pooled sum of the splits ``(N, C, 1, 1)``."""
+        n = pooled.shape[0]
         hidden = self.relu(self.bn1(self.fc1(pooled)))
         logits = self.fc2(hidden)
         # fc2's output channels are ordered (group, radix, channel-in-group); softmax runs over radix.
@@ -65,10 +68,20 @@ class SplitAttentionConv2d(nn.Module):
         return logits.softmax(dim=1).reshape(n, self.radix, self.channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Equal to ``(self.attention(splits) * splits).sum(dim=1)``, but memory-bound work is kept to two passes
+        # over the conv output: neither the summed splits nor the weighted (N, radix, C, H, W) product are
+        # materialised (the mean of a sum is the sum of the means), and the weighted sum accumulates in place.
         x = self.relu(self.bn0(self.conv(x)))
         n, _, h, w = x.shape
         splits = x.view(n, self.radix, self.channels, h, w)
-        return (self.attention(splits) * splits).sum(dim=1)
+        pooled = x.mean(dim=(2, 3), keepdim=True).view(n, self.radix, self.channels, 1, 1).sum(dim=1)
+        # Under autocast the softmax runs in float32: cast the (tiny) weights back so that the weighted sum,
+        # the largest tensor here, stays in the conv's dtype instead of being promoted to float32.
+        weights = self._attention_from_pooled(pooled).to(x.dtype)
+        out = splits[:, 0] * weights[:, 0]
+        for index in range(1, self.radix):
+            out.addcmul_(splits[:, index], weights[:, index])
+        return out
 
 
 class ResNeStBottleneck(nn.Module):
@@ -108,7 +121,8 @@ class ResNeStBottleneck(nn.Module):
         if self.avg_layer is not None:
             out = self.avg_layer(out)
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place: conv3's (or bn3's) output is a fresh tensor that nothing else holds
+        return self.relu(out)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:

@@ -167,6 +167,10 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
     listing the missing, unexpected and mis-shaped keys, and naming the catalogue entry the file looks
     like when it belongs to another segmentor or dataset.
     """
+    if getattr(model, "batchnorm_folded", False):
+        from .optimize import folded_model_error
+
+        raise folded_model_error(source)
     expected = model.state_dict()
     provided = dict(state_dict)
     num_classes = getattr(model, "num_classes", None)

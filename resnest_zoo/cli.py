@@ -116,7 +116,7 @@ def _selected(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .download import download
+    from .sources import download
 
     for segmentor, dataset in _selected(args):
         path = download(segmentor, dataset, cache_dir=args.cache_dir, progress=not args.quiet, sha256=args.sha256,
@@ -143,7 +143,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .download import export
+    from .sources import export
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if args.weights and args.all:
@@ -200,18 +200,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .api import load
+    from .api import default_device, load
+    from .optimize import native_half_precision
 
-    images = list(_iter_images(args.inputs))
+    images = _iter_images(args.inputs)
     missing = [str(p) for p, _ in images if not p.exists()]
     if not images or len(missing) == len(images):
         raise _Fail(f"no input images found in {' '.join(args.inputs)}", EXIT_USAGE)
+    device = torch.device(args.device) if args.device else default_device()
     dtype = None
     if args.fp16:
-        dtype = torch.float16 if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else torch.bfloat16
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        if not native_half_precision(device, dtype):
+            raise _Fail(f"--fp16: this {device.type} has no native {str(dtype).replace('torch.', '')} arithmetic "
+                        "(on CPUs it needs AVX512-BF16 or AMX), so half precision would be several times slower "
+                        "than float32 here; drop --fp16", EXIT_USAGE)
     segmentor, dataset = args.model
-    model = load(segmentor, dataset, weights=args.weights, device=args.device, cache_dir=args.cache_dir,
-                 progress=not args.quiet)
+    # inference only: BatchNorm folded into the convolutions (same predictions, faster)
+    model = load(segmentor, dataset, weights=args.weights, device=device, cache_dir=args.cache_dir,
+                 progress=not args.quiet, optimize=True)
     output = Path(args.output)
     failures = 0
     bar = tqdm(images, unit="image", disable=args.quiet or len(images) < 2)
@@ -301,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write IMAGE_overlay.png, the mask blended on the image")
     p.add_argument("--alpha", type=_opacity, default=0.5, help="overlay opacity of the mask (default 0.5)")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
-    p.add_argument("--fp16", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPU")
+    p.add_argument("--fp16", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX (refused elsewhere)")
     add_cache_and_quiet(p, "no progress bars or summary")
     p.set_defaults(handler=_cmd_predict)
 

@@ -49,8 +49,51 @@ class DepthwiseSeparableConv2d(nn.Module):
         self.pointwise_activate = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise_activate(self.depthwise_bn(self.depthwise_conv(x)))
+        conv = self.depthwise_conv
+        if x.device.type == "cpu" and conv.dilation[0] > 1 and _is_channels_last(x):
+            # oneDNN's NHWC depthwise convolution with a large dilation (ASPP: 12, 24, 36) is 5-10x slower than
+            # its NCHW one on CPUs; nine shifted multiply-adds in NHWC cost about as much as NCHW, with no reorder.
+            x = _dilated_depthwise_conv3x3(x, conv.weight, conv.bias, conv.dilation[0])
+        else:
+            x = conv(x)
+        x = self.depthwise_activate(self.depthwise_bn(x))
         return self.pointwise_activate(self.pointwise_bn(self.pointwise_conv(x)))
+
+
+def _like(reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``reference``'s channels_last layout when ``reference`` has it (else unchanged).
+
+    ``torch.cat`` returns NCHW unless every input is NHWC, and the pooled branches' outputs (computed at 1x1 to 6x6,
+    where the layout is ambiguous, or broadcast) are not: the fusing conv would then convert the whole concatenation
+    back to NHWC, a large copy. Converting the small branches costs a fraction of that.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if _is_channels_last(reference) else x
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _dilated_depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=dilation, dilation=dilation, groups=C)`` for a 3x3 depthwise kernel,
+    as nine per-channel multiply-adds of shifted views (taps that fall entirely in the padding are skipped).
+
+    Keeps ``x``'s memory layout; under autocast it computes in ``x``'s dtype, as the convolution would.
+    """
+    n, c, h, w = x.shape
+    taps = weight.reshape(c, 9).to(x.dtype)
+    out = x * taps[:, 4].view(1, c, 1, 1)
+    if bias is not None:
+        out += bias.to(x.dtype).view(1, c, 1, 1)
+    for ky in (-1, 0, 1):
+        for kx in (-1, 0, 1):
+            dy, dx = ky * dilation, kx * dilation
+            if (ky == 0 and kx == 0) or abs(dy) >= h or abs(dx) >= w:
+                continue
+            target = out[:, :, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+            source = x[:, :, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+            target.addcmul_(source, taps[:, (ky + 1) * 3 + kx + 1].view(1, c, 1, 1))
+    return out
 
 
 def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -71,7 +114,7 @@ class PyramidPoolingModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        pyramid = [x] + [_upsample(branch(x), size) for branch in self.branches]
+        pyramid = [x] + [_like(x, _upsample(branch(x), size)) for branch in self.branches]
         return self.bottleneck(torch.cat(pyramid, dim=1))
 
 
@@ -89,7 +132,7 @@ class _AtrousPyramid(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = [branch(x) for branch in self.parallel_branches]
         # The pooled branch is 1x1: bilinear upsampling of a single pixel is a broadcast.
-        outputs.append(self.global_branch(x).expand(-1, -1, x.shape[2], x.shape[3]))
+        outputs.append(_like(x, self.global_branch(x).expand(-1, -1, x.shape[2], x.shape[3])))
         return self.bottleneck(torch.cat(outputs, dim=1))
 
 

@@ -1,6 +1,6 @@
 """Checking files against sha256 digests, and the digest records kept for entries not yet pinned.
 
-Trust rules (applied by :mod:`resnest_zoo.download`):
+Trust rules (applied by :mod:`resnest_zoo.sources`):
 
 * a *pin* -- the catalogue's ``sha256`` or one given by the caller -- always decides;
 * an entry not yet pinned is checked against a *record*: the digest of its first complete download,

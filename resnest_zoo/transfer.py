@@ -1,7 +1,7 @@
 """Moving bytes into a partial file: streamed HTTP(S) with resume, retries and a progress bar, or a local copy.
 
 :func:`fetch_url` leaves the complete file under its temporary name and returns its digest; checking the
-digest and renaming the file into place is the caller's job (:mod:`resnest_zoo.download`), so that no
+digest and renaming the file into place is the caller's job (:mod:`resnest_zoo.sources`), so that no
 partial or unverified file is ever found under the final name.
 
 * Resume: a partial file is continued with ``Range: bytes=N-`` (and ``If-Range`` with the ETag or

@@ -12,7 +12,7 @@ import torch
 
 from resnest_zoo import integrity
 from resnest_zoo.catalogue import CheckpointEntry, get_entry
-from resnest_zoo.download import SourceSettings
+from resnest_zoo.sources import SourceSettings
 from resnest_zoo.transfer import RetryPolicy
 
 from http_server import FileServer

@@ -230,6 +230,21 @@ def test_predict_output_names_keep_folders_and_never_collide(tmp_path):
         ("a.jpg", "a.jpg"), ("a.png", "a.png"), ("b.png", "sub/b"), ("x.y.jpg", "x.y"), ("c.jpg", "c")]
 
 
+def test_fp16_is_refused_where_half_precision_is_not_native(tmp_path):
+    import torch
+
+    from resnest_zoo.optimize import native_half_precision
+
+    image = _photo(tmp_path / "x.png", (32, 32))
+    done = run("predict", str(image), "-m", "fcn/voc", "--fp16", "--device", "cpu", "-q",
+               "--weights", str(tmp_path / "absent.pth"))
+    assert done.returncode == 2
+    if native_half_precision("cpu", torch.bfloat16):  # accepted: it goes on to the (missing) weights
+        assert "absent.pth" in done.stderr
+    else:
+        assert "no native bfloat16" in done.stderr and "drop --fp16" in done.stderr
+
+
 def test_predict_with_no_readable_input_exits_2(tmp_path):
     done = run("predict", str(tmp_path / "missing.jpg"), "-m", "fcn/voc", "-q")
     assert done.returncode == 2 and "no input images" in done.stderr

@@ -8,7 +8,7 @@ import pytest
 
 import resnest_zoo
 from resnest_zoo.cache import partial_path
-from resnest_zoo.download import download_entry, download_url
+from resnest_zoo.sources import download_entry, download_url
 from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
 from resnest_zoo.integrity import UnpinnedCheckpointWarning, record_path
 from resnest_zoo.transfer import RetryPolicy
@@ -307,9 +307,7 @@ def test_force_downloads_again_and_replaces_the_copy_only_once_verified(server, 
 
 
 def test_read_only_cache_is_verified_in_place(server, data, cache, monkeypatch):
-    import importlib
-
-    download_module = importlib.import_module("resnest_zoo.download")  # resnest_zoo.download is the function
+    from resnest_zoo import sources as download_module
 
     entry = local_entry(server, data, pinned=True)
     _get(entry, cache)

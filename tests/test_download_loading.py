@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 import resnest_zoo
 from resnest_zoo.cache import safetensors_path
 from resnest_zoo.checkpoint import read_state_dict
-from resnest_zoo.download import checkpoint_state_dict
+from resnest_zoo.sources import checkpoint_state_dict
 from resnest_zoo.errors import CheckpointMismatchError, IntegrityError, UnsafeCheckpointError
 from resnest_zoo.integrity import UnpinnedCheckpointWarning
 

@@ -1,0 +1,411 @@
+"""Inference speed of the segmentors, against the sssegmentation reference forward in the same process.
+
+    .venv/bin/python benchmarks/bench_inference.py --quick --output bench_inference.json
+
+``--quick`` times DeepLabV3+ (Cityscapes, 19 classes) at 512x512, batch 1, on the CPU: the reference
+(sssegmentation, float32) interleaved with our model as ``load()`` returns it (``plain``), with BatchNorm
+folded (``optimize_for_inference``), in NCHW and channels_last, in float32 and under bfloat16 autocast.
+Without ``--quick`` every head in ``--heads`` runs at every size in ``--sizes`` (default 512x512 and
+1024x2048, the Cityscapes frame: slow on a CPU).
+
+Method. Weights are seeded random with non-trivial BatchNorm statistics (speed does not depend on the values;
+the reference gets the same weights). Each variant runs ``--warmup`` times, then ``--repeats`` rounds time every
+variant once per round, round-robin (so load changes on a shared machine hit all variants alike), and the
+median is reported (a variant whose warm-up and timed runs exceed ``--variant-budget`` seconds is not timed in
+later rounds: bfloat16 on a CPU without bf16 units takes ~50 s a forward); ``vs_ref`` is reference median /
+variant median (>1: faster than the reference). Forwards
+run under ``torch.inference_mode()``; reduced precision is ``torch.autocast`` over the float32 model. On CUDA,
+timings use CUDA events after synchronisation, with ``cudnn.benchmark`` on.
+
+Reported per variant: median seconds, throughput in images/s, FLOPs per forward (``FlopCounterMode`` on a
+meta-device copy: convolutions and matmuls), achieved GFLOP/s and its share of the measured device peak (a large
+matmul of that dtype, best of before and after the cases), peak memory (CPU: the process's peak RSS while the
+variant's warm-up ran, reset through ``/proc/self/clear_refs`` where allowed, else the process high-water mark,
+and ``+MiB``, its rise over the RSS before it, i.e. activations and workspaces, since all the variants' models
+stay resident; CUDA: max allocated and its rise over the allocation before),
+and for reduced precision the share of pixels whose argmax label equals the float32 model's on a smooth
+synthetic image (``label_agreement``; random weights give smaller logit margins than trained ones, so this
+is a pessimistic figure). ``max_abs_diff_vs_ref`` checks that the float32 variants compute what the
+reference computes.
+
+Checkpoint loading time is measured separately by ``benchmarks/bench_loading.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from resnest_zoo.catalogue import get_entry  # noqa: E402
+from resnest_zoo.optimize import native_half_precision, optimize_for_inference  # noqa: E402
+from resnest_zoo.segmentor import build_segmentor  # noqa: E402
+
+HEADS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# --------------------------------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_peak_flops(device: str, dtype: torch.dtype, budget_s: float = 1.5) -> float:
+    """FLOP/s of a square matmul of ``dtype`` (grown until one takes ~0.3 s, at most 8192), best of 5: the device
+    peak. Measured before and after the cases (the larger is reported), so a busy moment does not understate it."""
+    n, best = 256, 0.0
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        torch.matmul(a, b)
+        synchronize(device)
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            synchronize(device)
+            runs.append(time.perf_counter() - start)
+        seconds = min(runs)
+        best = max(best, 2 * n**3 / seconds)
+        if seconds > budget_s / 5 or n >= 8192:
+            return best
+        n *= 2
+
+
+# --------------------------------------------------------------------------------------------------- memory
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (VmHWM) so the next reading is this variant's own; False if not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+def natural_looking_image(height: int, width: int, *, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """A smooth synthetic "photo" (sky gradient, ground, blobs and edges), normalised like the models' inputs.
+
+    Random noise is a poor input for label agreement: every pixel is an outlier. This has large uniform
+    regions and sharp boundaries, as real street or indoor scenes do.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height).view(-1, 1).expand(height, width)
+    xs = torch.linspace(0, 1, width).view(1, -1).expand(height, width)
+    images = []
+    for _ in range(batch):
+        sky = torch.stack([0.45 + 0.3 * ys, 0.6 + 0.2 * ys, 0.9 - 0.1 * ys])
+        ground = torch.stack([0.35 + 0.1 * xs, 0.33 + 0.05 * ys, 0.3 + 0.0 * xs])
+        horizon = 0.45 + 0.1 * torch.rand((), generator=g)
+        image = torch.where(ys < horizon, sky, ground)
+        for _ in range(8):  # buildings / objects: rectangles of random colour
+            y0, x0 = torch.rand(2, generator=g).tolist()
+            h, w = (0.1 + 0.35 * torch.rand(2, generator=g)).tolist()
+            mask = (ys >= y0) & (ys < y0 + h) & (xs >= x0) & (xs < x0 + w)
+            image = torch.where(mask, torch.rand(3, 1, 1, generator=g), image)
+        low = torch.randn(1, 3, max(2, height // 32), max(2, width // 32), generator=g)
+        texture = F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)[0]
+        image = (image + 0.05 * texture + 0.01 * torch.randn(3, height, width, generator=g)).clamp(0, 1)
+        images.append(image)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (torch.stack(images) - mean) / std
+
+
+def count_flops(segmentor: str, dataset: str, batch: int, height: int, width: int) -> int:
+    """FLOPs of one forward (convolutions, matmuls), counted on a meta-device copy: no memory, no compute."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_segmentor(get_entry(segmentor, dataset))
+        images = torch.empty(batch, 3, height, width)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(images)
+    return int(counter.get_total_flops())
+
+
+# --------------------------------------------------------------------------------------------------- variants
+class Variant:
+    def __init__(self, name: str, run: Callable[[], torch.Tensor], *, dtype: str = "float32",
+                 channels_last: bool = False, folded: bool = False, compiled: bool = False, reference: bool = False):
+        self.name, self.run = name, run
+        self.info = {"variant": name, "dtype": dtype, "channels_last": channels_last, "batchnorm_folded": folded,
+                     "compiled": compiled, "reference": reference}
+        self.times: list[float] = []
+        self.peak_mb: float | None = None
+        self.rise_mb: float | None = None
+        self.output: torch.Tensor | None = None
+
+
+def build_variants(args: argparse.Namespace, segmentor: str, images: torch.Tensor) -> list[Variant]:
+    device = args.device
+    entry = get_entry(segmentor, args.dataset)
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import random_segmentor  # seeded weights, non-trivial BatchNorm statistics
+
+    base = random_segmentor(entry.segmentor, entry.dataset, seed=0).to(device)  # with the auxiliary head
+    variants: list[Variant] = []
+    if args.reference:
+        from reference import build_reference, reference_logits
+
+        reference = build_reference(entry)
+        reference.load_state_dict(base.state_dict(), strict=True)  # the same weights, the published layout
+        reference = reference.to(device).eval()
+        variants.append(Variant("reference", lambda: reference_logits(reference, images), reference=True))
+    if args.plain:
+        variants.append(Variant("plain", lambda: base(images)))
+    layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
+    folded_models: dict[bool, torch.nn.Module] = {}
+    for channels_last in layouts:
+        model = optimize_for_inference(copy.deepcopy(base), channels_last=channels_last)
+        if args.compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # constant weights: folds, prepacks and fuses conv + pointwise ops
+            model = torch.compile(model)
+        folded_models[channels_last] = model
+    for dtype_name in args.dtypes:
+        dtype = DTYPES[dtype_name]
+        for channels_last in layouts:
+            if dtype != torch.float32 and device == "cpu" and not channels_last and not native_half_precision(device, dtype):
+                # oneDNN has no NCHW kernel for this dtype here: PyTorch falls back to a reference convolution
+                # some 100x slower than float32 (measured: minutes per layer at 1024x2048). Not worth timing.
+                print(f"  skipping {dtype_name} NCHW: no native {dtype_name} convolution on this CPU", flush=True)
+                continue
+            model = folded_models[channels_last]
+            x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+            def run(model=model, x=x, dtype=dtype) -> torch.Tensor:
+                if dtype == torch.float32:
+                    return model(x)
+                with torch.autocast(device, dtype=dtype):
+                    return model(x)
+
+            name = f"folded {dtype_name}{' channels_last' if channels_last else ''}{' compiled' if args.compile else ''}"
+            variants.append(Variant(name, run, dtype=dtype_name, channels_last=channels_last, folded=True,
+                                    compiled=args.compile))
+    return variants
+
+
+def time_once(variant: Variant, device: str) -> float:
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        out = variant.run()
+        end.record()
+        torch.cuda.synchronize()
+        seconds = start.elapsed_time(end) / 1000
+    else:
+        start_s = time.perf_counter()
+        out = variant.run()
+        seconds = time.perf_counter() - start_s
+    variant.output = out
+    return seconds
+
+
+def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, peaks: dict[str, float]) -> dict[str, Any]:
+    device = args.device
+    print(f"\n== {segmentor}/{args.dataset} {args.batch}x3x{height}x{width} on {device} ==", flush=True)
+    images = natural_looking_image(height, width, batch=args.batch).to(device)
+    flops = count_flops(segmentor, args.dataset, args.batch, height, width)
+    variants = build_variants(args, segmentor, images)
+    results: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        for variant in variants:  # warm-up (and compilation), and each variant's own peak memory
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                before_mb = torch.cuda.memory_allocated() / 2**20
+            else:
+                before_mb = _rss_mb()
+            reset = _reset_peak_rss() if device == "cpu" else False
+            start = time.perf_counter()
+            for _ in range(args.warmup):
+                time_once(variant, device)
+            warm_s = time.perf_counter() - start
+            variant.peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb())
+            variant.rise_mb = variant.peak_mb - before_mb if (device == "cuda" or reset) else None
+            variant.warm_s = warm_s
+            variant.info["peak_memory_kind"] = ("cuda_max_allocated" if device == "cuda" else
+                                               "rss_peak_during_variant" if reset else "rss_peak_of_process")
+            print(f"  warm-up {variant.name:<34} {warm_s / max(1, args.warmup):8.3f} s", flush=True)
+        for round_index in range(args.repeats):  # interleaved rounds
+            for variant in variants:
+                # a variant that has had its time budget (e.g. bf16 emulated on a CPU without bf16 units,
+                # ~50 s a forward) is timed once only
+                if variant.times and variant.warm_s * args.warmup + sum(variant.times) > args.variant_budget:
+                    continue
+                variant.times.append(time_once(variant, device))
+            print(f"  round {round_index + 1}/{args.repeats}: "
+                  + ", ".join(f"{v.name} {v.times[-1]:.3f}" if len(v.times) > round_index else f"{v.name} (budget spent)"
+                              for v in variants), flush=True)
+
+    reference_out = next((v.output for v in variants if v.info["reference"]), None)
+    float32_out = next((v.output for v in variants if v.info["dtype"] == "float32" and not v.info["reference"]), None)
+    ref_median = next((statistics.median(v.times) for v in variants if v.info["reference"]), None)
+    for variant in variants:
+        median = statistics.median(variant.times)
+        dtype = variant.info["dtype"]
+        row = dict(variant.info)
+        row.update({
+            "median_s": median, "times_s": variant.times, "images_per_s": args.batch / median,
+            "gflop": flops / 1e9, "achieved_gflops": flops / median / 1e9,
+            "percent_of_peak": 100 * flops / median / peaks[dtype] if peaks.get(dtype) else None,
+            "peak_memory_mb": variant.peak_mb, "memory_rise_mb": variant.rise_mb,
+            "vs_ref": ref_median / median if ref_median else None,
+        })
+        out = variant.output.float()
+        if reference_out is not None and dtype == "float32":
+            row["max_abs_diff_vs_ref"] = float((out - reference_out.float()).abs().max())
+        if float32_out is not None and dtype != "float32":
+            labels, expected = out.argmax(1), float32_out.float().argmax(1)
+            row["label_agreement"] = float((labels == expected).float().mean())
+            row["max_abs_diff_vs_float32"] = float((out - float32_out.float()).abs().max())
+        results.append(row)
+    return {"segmentor": segmentor, "dataset": args.dataset, "batch": args.batch, "height": height, "width": width,
+            "gflop_per_forward": flops / 1e9, "variants": results}
+
+
+def print_table(cases: list[dict[str, Any]]) -> None:
+    header = (f"{'case':<30}{'variant':<36}{'median s':>9}{'img/s':>7}{'vs ref':>8}{'GFLOP/s':>9}{'%peak':>7}"
+              f"{'peak MiB':>10}{'+MiB':>7}{'labels=':>9}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for case in cases:
+        name = f"{case['segmentor']} {case['batch']}x{case['height']}x{case['width']}"
+        for row in case["variants"]:
+            vs_ref = f"{row['vs_ref']:.2f}x" if row["vs_ref"] else "-"
+            peak = f"{row['percent_of_peak']:.0f}" if row["percent_of_peak"] is not None else "-"
+            agree = f"{100 * row['label_agreement']:.2f}%" if "label_agreement" in row else "-"
+            rise = f"{row['memory_rise_mb']:.0f}" if row["memory_rise_mb"] is not None else "-"
+            print(f"{name:<30}{row['variant']:<36}{row['median_s']:>9.3f}{row['images_per_s']:>7.2f}{vs_ref:>8}"
+                  f"{row['achieved_gflops']:>9.1f}{peak:>7}{row['peak_memory_mb']:>10.0f}{rise:>7}{agree:>9}")
+            name = ""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    return int(height), int(width or height)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="DeepLabV3+ 512x512 batch 1: reference, plain, folded float32 (NCHW and channels_last) "
+                             "and bfloat16 autocast; 3 rounds")
+    parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated (default: all four)")
+    parser.add_argument("--dataset", default="cityscapes", help="class count of the classifier (default: cityscapes)")
+    parser.add_argument("--sizes", default="512x512,1024x2048", help="HxW list (default: 512x512,1024x2048)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="float32,bfloat16,float16 (autocast for the last two)")
+    parser.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the folded models (slow to compile)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the sssegmentation reference (needs the test extra installed)")
+    parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time our model unoptimised (as load() returns it)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--variant-budget", type=float, default=120.0,
+                        help="seconds; a variant past it (warm-up included) is not timed in further rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--output", default="bench_inference.json", help="JSON results file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.heads, args.sizes, args.batch, args.dtypes = "deeplabv3plus", "512x512", 1, "float32,bfloat16"
+        args.repeats = min(args.repeats, 3)
+    args.heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    unknown = [h for h in args.heads if h not in HEADS] + [d for d in args.dtypes if d not in DTYPES]
+    if unknown:
+        parser.error(f"unknown head or dtype: {unknown}")
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device visible")
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+    peaks = {}
+    for dtype_name in args.dtypes:
+        peaks[dtype_name] = measure_peak_flops(args.device, DTYPES[dtype_name])
+    machine = {
+        "device": args.device,
+        "cpu_model": cpu_model(),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "native": {d: native_half_precision(args.device, DTYPES[d]) for d in args.dtypes},
+        "peak_gflops_matmul": {d: p / 1e9 for d, p in peaks.items()},
+    }
+    print(f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['torch_threads']} threads, "
+          f"{machine['cpu_capability']}){' / ' + machine['gpu'] if machine['gpu'] else ''}; torch {torch.__version__}")
+    print("matmul peak GFLOP/s: " + ", ".join(f"{d} {p / 1e9:.1f}" + ("" if machine["native"][d] else " (not native)")
+                                           for d, p in peaks.items()))
+    cases = [run_case(args, head, h, w, peaks) for head in args.heads for (h, w) in sizes]
+    for dtype_name in args.dtypes:  # again after the cases: the larger of the two is the peak
+        peaks[dtype_name] = max(peaks[dtype_name], measure_peak_flops(args.device, DTYPES[dtype_name]))
+    machine["peak_gflops_matmul"] = {d: p / 1e9 for d, p in peaks.items()}
+    for case in cases:
+        for row in case["variants"]:
+            row["percent_of_peak"] = 100 * row["achieved_gflops"] * 1e9 / peaks[row["dtype"]]
+    print_table(cases)
+    report = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+              "machine": machine, "repeats": args.repeats, "warmup": args.warmup, "cases": cases,
+              "see_also": "benchmarks/bench_loading.py for checkpoint loading times"}
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.output} (checkpoint load times: benchmarks/bench_loading.py)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
