@@ -37,7 +37,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -46,11 +45,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for folder in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # the package, and benchmarks/memory.py
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmarks/memory.py)
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
 from resnest_zoo.optimize import native_half_precision, optimize_for_inference  # noqa: E402
@@ -96,36 +97,6 @@ def measure_peak_flops(device: str, dtype: torch.dtype, budget_s: float = 1.5) -
         if seconds > budget_s / 5 or n >= 8192:
             return best
         n *= 2
-
-
-# --------------------------------------------------------------------------------------------------- memory
-def _reset_peak_rss() -> bool:
-    """Reset the process's peak RSS (VmHWM) so the next reading is this variant's own; False if not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -263,13 +234,13 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
                 torch.cuda.reset_peak_memory_stats()
                 before_mb = torch.cuda.memory_allocated() / 2**20
             else:
-                before_mb = _rss_mb()
-            reset = _reset_peak_rss() if device == "cpu" else False
+                before_mb = rss_mb()
+            reset = reset_peak_rss() if device == "cpu" else False
             start = time.perf_counter()
             for _ in range(args.warmup):
                 time_once(variant, device)
             warm_s = time.perf_counter() - start
-            variant.peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb())
+            variant.peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb())
             variant.rise_mb = variant.peak_mb - before_mb if (device == "cuda" or reset) else None
             variant.warm_s = warm_s
             variant.info["peak_memory_kind"] = ("cuda_max_allocated" if device == "cuda" else

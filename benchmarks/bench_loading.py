@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,20 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from memory import peak_rss_mb  # benchmarks/memory.py (this folder is on sys.path when run as a script)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("pth_first_load", "pth_weights", "cached_load", "build_only")
 MODES = ("state_dict", "load")
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process in MiB (VmHWM; ru_maxrss survives exec, so it is not used)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cache: Path) -> dict:
@@ -68,7 +58,7 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
         raise SystemExit("cached_load needs the safetensors copy; run pth_first_load first")
     weights = str(pth) if scenario == "pth_weights" else None
     offline = SourceSettings(offline=True)  # never the network: the .pth is already in the cache
-    baseline = _rss_mb()
+    baseline = peak_rss_mb()
     start = time.perf_counter()
     if scenario == "build_only":
         model = resnest_zoo.build(segmentor, dataset)
@@ -87,8 +77,8 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
         seconds = time.perf_counter() - start
         source = "model"
         checksum = float(sum(float(p.float().sum()) for n, p in model.state_dict().items() if n.startswith("decoder.")))
-    return {"scenario": scenario, "mode": mode, "seconds": seconds, "peak_rss_mb": _rss_mb(),
-            "rss_rise_mb": _rss_mb() - baseline, "source": source, "checksum": checksum}
+    return {"scenario": scenario, "mode": mode, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+            "rss_rise_mb": peak_rss_mb() - baseline, "source": source, "checksum": checksum}
 
 
 def _run_child(args: argparse.Namespace, scenario: str, mode: str, pth: Path, cache: Path) -> dict:

@@ -6,11 +6,13 @@ import dataclasses
 import hashlib
 import io
 import socket
+import warnings
 
 import pytest
 import torch
 
 from resnest_zoo import integrity
+from resnest_zoo.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.catalogue import CheckpointEntry, get_entry
 from resnest_zoo.sources import SourceSettings
 from resnest_zoo.transfer import RetryPolicy
@@ -44,6 +46,15 @@ def fast_settings(**overrides) -> SourceSettings:
     """Quick retries for tests: 3 retries after 10 ms, 20 ms, 40 ms; 5 s timeout."""
     policy = overrides.pop("policy", RetryPolicy(retries=3, delay=0.01, max_delay=0.05, timeout=5.0))
     return SourceSettings(policy=policy, **overrides)
+
+
+def quietly(function, entry: CheckpointEntry, cache, **options):
+    """``function(entry, cache_dir=cache, **options)`` with fast retries, no progress bar and no unpinned warning."""
+    options.setdefault("settings", fast_settings())
+    options.setdefault("progress", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnpinnedCheckpointWarning)
+        return function(entry, cache_dir=cache, **options)
 
 
 def checkpoint_bytes(seed: int = 0, *, width: int = 512, with_optimizer: bool = True) -> bytes:

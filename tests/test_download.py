@@ -13,7 +13,7 @@ from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
 from resnest_zoo.integrity import UnpinnedCheckpointWarning, record_path
 from resnest_zoo.transfer import RetryPolicy
 
-from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, sha256
+from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256
 from http_server import Fault, FileServer
 
 
@@ -39,11 +39,7 @@ def cache(tmp_path):
 
 
 def _get(entry, cache, **options):
-    options.setdefault("settings", fast_settings())
-    options.setdefault("progress", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnpinnedCheckpointWarning)
-        return download_entry(entry, cache_dir=cache, **options)
+    return quietly(download_entry, entry, cache, **options)
 
 
 def _leftovers(cache):

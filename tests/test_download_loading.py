@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from resnest_zoo.errors import CheckpointMismatchError, IntegrityError, UnsafeCh
 from resnest_zoo.integrity import UnpinnedCheckpointWarning
 
 from conftest import REPO_ROOT
-from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, sha256
+from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256
 from http_server import FileServer
 
 
@@ -44,11 +43,7 @@ def cache(tmp_path):
 
 
 def _state(entry, cache, **options):
-    options.setdefault("settings", fast_settings())
-    options.setdefault("progress", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnpinnedCheckpointWarning)
-        return checkpoint_state_dict(entry, cache_dir=cache, **options)
+    return quietly(checkpoint_state_dict, entry, cache, **options)
 
 
 def _model_part(data: bytes) -> dict[str, torch.Tensor]:
