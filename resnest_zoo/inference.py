@@ -57,7 +57,34 @@ def predict(
     probabilities: bool = False,
     batch_size: int | None = None,
 ) -> Prediction | list[Prediction]:
-    """Segment one image or a batch; see :meth:`resnest_zoo.segmentor.Segmentor.predict` for the arguments."""
+    """Segment images with the checkpoint's own test-time preprocessing; labels come at the original size.
+
+    Args:
+        model: the segmentor (``self`` when called as ``model.predict(...)``), with its catalogue ``entry``.
+        images: one image -- a file path, a ``PIL.Image``, a numpy array ``HxW``/``HxWx3`` (uint8 0-255 or
+            float in [0, 1]), a tensor ``CxHxW``/``HxWxC`` (uint8 or float in [0, 1]) -- or a batch: a list/tuple
+            of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.preprocess`.
+        device: where to compute; ``None`` = where the model is. A different device **moves the model** there
+            (once; it stays there).
+        dtype: ``None`` computes in the weights' dtype (float32); ``torch.bfloat16`` / ``torch.float16`` run
+            under ``torch.autocast`` on the device (both work on CPU too); logits are averaged in float32.
+        mode: ``"whole"`` (the published checkpoints' evaluation mode) or ``"slide"``: overlapping
+            ``crop_size`` windows every ``stride`` pixels, logits averaged where they overlap.
+        crop_size, stride: slide windows, an int or (height, width); default the training crop (512x512,
+            512x1024 for Cityscapes) and two thirds of it (341). Only with ``mode="slide"``.
+        scales, flip: test-time augmentation: each scale of the resized image (and its mirror when ``flip``)
+            is predicted, its logits resized to the original size and averaged.
+        channels_last: run in channels-last memory format (converts the model's weights once, for good).
+        probabilities: also return ``(K, H, W)`` softmax probabilities at the original size (memory heavy).
+        batch_size: images (whole) or windows (slide) per forward pass; default 4.
+
+    Returns:
+        A :class:`~resnest_zoo.prediction.Prediction` for a single image; a list of them, in input order, when
+        ``images`` is a list/tuple or a 4-D tensor.
+
+    The model runs in eval mode under ``torch.inference_mode`` (a training-mode model is switched to eval for
+    the call and back); the result is read back to the host once, at the end.
+    """
     entry = model.entry
     if entry is None:
         raise ValueError(
