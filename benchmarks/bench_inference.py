@@ -54,8 +54,9 @@ import torch.nn.functional as F  # noqa: E402
 from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmarks/memory.py)
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
-from resnest_zoo.optimize import native_half_precision, optimize_for_inference  # noqa: E402
-from resnest_zoo.segmentor import build_segmentor  # noqa: E402
+from resnest_zoo.devices import native_half_precision
+from resnest_zoo.models.optimize import optimize_for_inference  # noqa: E402
+from resnest_zoo.models.segmentor import build_segmentor  # noqa: E402
 
 HEADS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

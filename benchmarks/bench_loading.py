@@ -44,9 +44,9 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
     import torch
 
     import resnest_zoo
-    from resnest_zoo.cache import safetensors_path
-    from resnest_zoo.sources import SourceSettings, checkpoint_state_dict
-    from resnest_zoo.integrity import UnpinnedCheckpointWarning
+    from resnest_zoo.weights.cache import safetensors_path
+    from resnest_zoo.weights.sources import SourceSettings, checkpoint_state_dict
+    from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 
     warnings.simplefilter("ignore", UnpinnedCheckpointWarning)
     torch.set_num_threads(max(1, torch.get_num_threads()))

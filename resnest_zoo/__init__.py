@@ -21,19 +21,19 @@ _EXPORTS: dict[str, str] = {
     "list_models": "api",
     "get_entry": "catalogue",
     "CheckpointEntry": "catalogue",
-    "read_state_dict": "checkpoint",
-    "download": "sources",
-    "export": "sources",
-    "verify": "integrity",
-    "cached_files": "cache",
-    "clear_cache": "cache",
-    "optimize_for_inference": "optimize",
-    "Segmentor": "segmentor",
-    "FCN": "segmentor",
-    "PSPNet": "segmentor",
-    "DeepLabV3": "segmentor",
-    "DeepLabV3Plus": "segmentor",
-    "Prediction": "prediction",
+    "read_state_dict": "weights.checkpoint",
+    "download": "weights.sources",
+    "export": "deploy.safetensors",
+    "verify": "weights.integrity",
+    "cached_files": "weights.cache",
+    "clear_cache": "weights.cache",
+    "optimize_for_inference": "models.optimize",
+    "Segmentor": "models.segmentor",
+    "FCN": "models.segmentor",
+    "PSPNet": "models.segmentor",
+    "DeepLabV3": "models.segmentor",
+    "DeepLabV3Plus": "models.segmentor",
+    "Prediction": "inference.prediction",
     "ResNeStZooError": "errors",
     "UnknownModelError": "errors",
     "CatalogueError": "errors",
@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "UnsafeCheckpointError": "errors",
     "CheckpointNotAvailableError": "errors",
     "IntegrityError": "errors",
+    "ConfigurationError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -62,21 +63,23 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static type checkers and IDEs see
     from .api import build, list_models, load
-    from .cache import cached_files, clear_cache
+    from .weights.cache import cached_files, clear_cache
     from .catalogue import CheckpointEntry, get_entry
-    from .checkpoint import read_state_dict
-    from .sources import download, export
+    from .deploy.safetensors import export
+    from .weights.checkpoint import read_state_dict
+    from .weights.sources import download
     from .errors import (
         CatalogueError,
         CheckpointFormatError,
         CheckpointMismatchError,
         CheckpointNotAvailableError,
+        ConfigurationError,
         IntegrityError,
         ResNeStZooError,
         UnknownModelError,
         UnsafeCheckpointError,
     )
-    from .integrity import verify
-    from .optimize import optimize_for_inference
-    from .prediction import Prediction
-    from .segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor
+    from .inference.prediction import Prediction
+    from .models.optimize import optimize_for_inference
+    from .models.segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor
+    from .weights.integrity import verify

@@ -7,17 +7,13 @@ from typing import Any
 import torch
 
 from .catalogue import catalogue, get_entry
-from .checkpoint import load_into
-from .optimize import optimize_for_inference
-from .segmentor import Segmentor, build_segmentor
-from .sources import checkpoint_state_dict
+from .devices import default_device
+from .weights.checkpoint import load_into
+from .models.optimize import optimize_for_inference
+from .models.segmentor import Segmentor, build_segmentor
+from .weights.sources import checkpoint_state_dict
 
-__all__ = ["load", "build", "list_models", "default_device"]
-
-
-def default_device() -> torch.device:
-    """CUDA when a GPU is visible, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+__all__ = ["load", "build", "list_models"]
 
 
 def build(segmentor: str, dataset: str, *, auxiliary_head: bool = False, device: str | torch.device | None = None) -> Segmentor:

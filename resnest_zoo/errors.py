@@ -10,6 +10,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "CheckpointNotAvailableError",
     "IntegrityError",
+    "ConfigurationError",
 ]
 
 
@@ -46,3 +47,7 @@ class CheckpointNotAvailableError(ResNeStZooError, OSError):
 
 class IntegrityError(ResNeStZooError, OSError):
     """A file whose sha256 digest or size differs from the expected one."""
+
+
+class ConfigurationError(ResNeStZooError, ValueError):
+    """A setting that cannot be used as given, such as an environment variable whose value does not parse."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnest_zoo.catalogue import get_entry
-from resnest_zoo.segmentor import Segmentor, build_segmentor
+from resnest_zoo.models.segmentor import Segmentor, build_segmentor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_TABLE = REPO_ROOT.parent / "shared" / "seeds" / "000_10a53fa0591d911b.txt"

@@ -11,11 +11,11 @@ import warnings
 import pytest
 import torch
 
-from resnest_zoo import integrity
-from resnest_zoo.integrity import UnpinnedCheckpointWarning
+from resnest_zoo.weights import integrity
+from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.catalogue import CheckpointEntry, get_entry
-from resnest_zoo.sources import SourceSettings
-from resnest_zoo.transfer import RetryPolicy
+from resnest_zoo.weights.sources import SourceSettings
+from resnest_zoo.weights.transfer import RetryPolicy
 
 from http_server import FileServer
 

@@ -20,7 +20,7 @@ from resnest_zoo.catalogue import (
 )
 from resnest_zoo.datasets import DATASETS
 from resnest_zoo.errors import CatalogueError, UnknownModelError
-from resnest_zoo.segmentor import build_segmentor
+from resnest_zoo.models.segmentor import build_segmentor
 
 from conftest import REPO_ROOT, SEED_TABLE
 

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 import resnest_zoo
-from resnest_zoo.checkpoint import describe_state_dict, extract_state_dict, load_into, read_state_dict
+from resnest_zoo.weights.checkpoint import describe_state_dict, extract_state_dict, load_into, read_state_dict
 from resnest_zoo.errors import CheckpointFormatError, CheckpointMismatchError
-from resnest_zoo.segmentor import build_segmentor
+from resnest_zoo.models.segmentor import build_segmentor
 
 
 @pytest.fixture(scope="module")

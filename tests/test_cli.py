@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from resnest_zoo.catalogue import catalogue, get_entry
-from resnest_zoo.cli import _iter_images, build_parser
+from resnest_zoo.cli import build_parser
+from resnest_zoo.cli.predict import iter_images as _iter_images
 
 from download_helpers import checkpoint_bytes, sha256
 from http_server import FileServer
@@ -233,7 +234,7 @@ def test_predict_output_names_keep_folders_and_never_collide(tmp_path):
 def test_fp16_is_refused_where_half_precision_is_not_native(tmp_path):
     import torch
 
-    from resnest_zoo.optimize import native_half_precision
+    from resnest_zoo.devices import native_half_precision
 
     image = _photo(tmp_path / "x.png", (32, 32))
     done = run("predict", str(image), "-m", "fcn/voc", "--fp16", "--device", "cpu", "-q",

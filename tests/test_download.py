@@ -7,11 +7,11 @@ import warnings
 import pytest
 
 import resnest_zoo
-from resnest_zoo.cache import partial_path
-from resnest_zoo.sources import download_entry, download_url
+from resnest_zoo.weights.cache import partial_path
+from resnest_zoo.weights.sources import download_entry, download_url
 from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
-from resnest_zoo.integrity import UnpinnedCheckpointWarning, record_path
-from resnest_zoo.transfer import RetryPolicy
+from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning, record_path
+from resnest_zoo.weights.transfer import RetryPolicy
 
 from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256
 from http_server import Fault, FileServer
@@ -303,7 +303,7 @@ def test_force_downloads_again_and_replaces_the_copy_only_once_verified(server, 
 
 
 def test_read_only_cache_is_verified_in_place(server, data, cache, monkeypatch):
-    from resnest_zoo import sources as download_module
+    from resnest_zoo.weights import sources as download_module
 
     entry = local_entry(server, data, pinned=True)
     _get(entry, cache)
@@ -391,7 +391,7 @@ def test_cached_files_and_clear_cache(server, data, cache):
 def test_default_cache_is_torch_hub_checkpoints_unless_overridden(monkeypatch, tmp_path):
     import torch.hub
 
-    from resnest_zoo.cache import resolve_cache_dir
+    from resnest_zoo.weights.cache import resolve_cache_dir
 
     monkeypatch.delenv("RESNEST_ZOO_CACHE")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -415,5 +415,5 @@ def test_environment_retry_settings(monkeypatch):
     monkeypatch.setenv("RESNEST_ZOO_TIMEOUT", "3")
     assert RetryPolicy.from_env() == RetryPolicy(retries=7, delay=0.01, timeout=3.0)
     monkeypatch.setenv("RESNEST_ZOO_RETRIES", "many")
-    with pytest.raises(ValueError, match="RESNEST_ZOO_RETRIES='many' must be an integer"):
+    with pytest.raises(ValueError, match="RESNEST_ZOO_RETRIES='many' is not valid: it must be a whole number"):
         RetryPolicy.from_env()

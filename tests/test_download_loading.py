@@ -15,11 +15,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import resnest_zoo
-from resnest_zoo.cache import safetensors_path
-from resnest_zoo.checkpoint import read_state_dict
-from resnest_zoo.sources import checkpoint_state_dict
+from resnest_zoo.weights.cache import safetensors_path
+from resnest_zoo.weights.checkpoint import read_state_dict
+from resnest_zoo.weights.sources import checkpoint_state_dict
 from resnest_zoo.errors import CheckpointMismatchError, IntegrityError, UnsafeCheckpointError
-from resnest_zoo.integrity import UnpinnedCheckpointWarning
+from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 
 from conftest import REPO_ROOT
 from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnest_zoo.backbone import ResNeStBottleneck, SplitAttentionConv2d, _shortcut
+from resnest_zoo.models.backbone import ResNeStBottleneck, SplitAttentionConv2d, _shortcut
 from resnest_zoo.catalogue import get_entry
-from resnest_zoo.checkpoint import load_into
+from resnest_zoo.weights.checkpoint import load_into
 from resnest_zoo.errors import CheckpointMismatchError
-from resnest_zoo.heads import _dilated_depthwise_conv3x3
-from resnest_zoo.optimize import fold_batchnorms, optimize_for_inference
-from resnest_zoo.segmentor import build_segmentor
+from resnest_zoo.models.heads import _dilated_depthwise_conv3x3
+from resnest_zoo.models.optimize import fold_batchnorms, optimize_for_inference
+from resnest_zoo.models.segmentor import build_segmentor
 
 from conftest import REPO_ROOT, randomize_batchnorm, random_segmentor
 

@@ -24,12 +24,12 @@ from PIL import Image
 from torch import nn
 
 import resnest_zoo
-from resnest_zoo import inference as inference_module
+from resnest_zoo.inference import engine as inference_module
 from resnest_zoo.catalogue import catalogue, get_entry
-from resnest_zoo.inference import resize_logits_rows, slide_logits, slide_windows
-from resnest_zoo.prediction import Prediction
-from resnest_zoo.preprocess import keep_ratio_size, normalize, parse_image, resize_like_cv2
-from resnest_zoo.segmentor import Segmentor, build_segmentor
+from resnest_zoo.inference.engine import resize_logits_rows, slide_logits, slide_windows
+from resnest_zoo.inference.prediction import Prediction
+from resnest_zoo.inference.preprocess import keep_ratio_size, normalize, parse_image, resize_like_cv2
+from resnest_zoo.models.segmentor import Segmentor, build_segmentor
 
 from conftest import randomize_batchnorm, random_segmentor
 from reference import build_reference, reference_logits

@@ -11,9 +11,9 @@ import resnest_zoo
 
 
 def test_every_public_name_is_an_object_even_after_every_submodule_is_imported():
-    for module in pkgutil.iter_modules(resnest_zoo.__path__):
-        if module.name != "__main__":
-            importlib.import_module(f"resnest_zoo.{module.name}")
+    for module in pkgutil.walk_packages(resnest_zoo.__path__, prefix="resnest_zoo."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
     for name in resnest_zoo.__all__:
         assert not isinstance(getattr(resnest_zoo, name), types.ModuleType), name
     assert callable(resnest_zoo.download) and callable(resnest_zoo.verify) and callable(resnest_zoo.export)

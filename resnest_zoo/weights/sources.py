@@ -26,7 +26,7 @@ that cannot be written (a shared, pre-filled one) is used as it is: files are ve
 
 Environment: ``RESNEST_ZOO_CACHE`` (cache folder), ``RESNEST_ZOO_MIRROR``, ``RESNEST_ZOO_OFFLINE``,
 ``RESNEST_ZOO_RETRIES`` / ``RESNEST_ZOO_RETRY_DELAY`` / ``RESNEST_ZOO_TIMEOUT`` (see
-:class:`~resnest_zoo.transfer.RetryPolicy`); the names are the ``*_ENV`` constants of these modules.
+:class:`~resnest_zoo.transfer.RetryPolicy`); the names are owned by :mod:`resnest_zoo.environment`.
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ from filelock import Timeout as LockTimeout
 from tqdm.auto import tqdm
 
 from .cache import (
-    CACHE_ENV,
     cached_files,
     checkpoint_path,
     clear_cache,
@@ -55,9 +54,10 @@ from .cache import (
     safetensors_path,
     url_download_path,
 )
-from .catalogue import CheckpointEntry, get_entry
-from .checkpoint import load_into, read_state_dict
-from .errors import CheckpointNotAvailableError, IntegrityError
+from .. import environment
+from ..catalogue import CheckpointEntry, get_entry
+from .checkpoint import read_state_dict
+from ..errors import CheckpointNotAvailableError, IntegrityError
 from .integrity import (
     FileDigest,
     check_digest,
@@ -69,36 +69,18 @@ from .integrity import (
     write_record,
 )
 from .model_file import load_cached_model_file, write_model_file
-from .transfer import RETRIES_ENV, RETRY_DELAY_ENV, TIMEOUT_ENV, RetryPolicy, TransferError, copy_file, fetch_url
+from .transfer import RetryPolicy, TransferError, copy_file, fetch_url
 
 __all__ = [
-    "CACHE_ENV",
-    "MIRROR_ENV",
-    "OFFLINE_ENV",
-    "HF_OFFLINE_ENV",
-    "RETRIES_ENV",
-    "RETRY_DELAY_ENV",
-    "TIMEOUT_ENV",
     "SourceSettings",
     "checkpoint_state_dict",
     "download",
     "download_entry",
     "download_url",
     "verify",
-    "export",
     "cached_files",
     "clear_cache",
 ]
-
-MIRROR_ENV = "RESNEST_ZOO_MIRROR"
-OFFLINE_ENV = "RESNEST_ZOO_OFFLINE"
-HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
 
 @dataclass(frozen=True)
 class SourceSettings:
@@ -118,8 +100,8 @@ class SourceSettings:
         """Settings from ``RESNEST_ZOO_OFFLINE``/``HF_HUB_OFFLINE``, ``RESNEST_ZOO_MIRROR`` and the retry
         variables of :class:`~resnest_zoo.transfer.RetryPolicy`, then ``overrides``."""
         values: dict[str, object] = {
-            "offline": _env_flag(OFFLINE_ENV) or _env_flag(HF_OFFLINE_ENV),
-            "mirror": os.environ.get(MIRROR_ENV) or None,
+            "offline": environment.flag(environment.OFFLINE) or environment.flag(environment.HF_OFFLINE),
+            "mirror": environment.text(environment.MIRROR),
             "policy": RetryPolicy.from_env(),
         }
         values.update(overrides)
@@ -127,10 +109,9 @@ class SourceSettings:
 
     @property
     def offline_reason(self) -> str:
-        if _env_flag(OFFLINE_ENV):
-            return f"{OFFLINE_ENV}=1"
-        if _env_flag(HF_OFFLINE_ENV):
-            return f"{HF_OFFLINE_ENV}=1"
+        for variable in (environment.OFFLINE, environment.HF_OFFLINE):
+            if environment.flag(variable):
+                return f"{variable.name}={os.environ[variable.name]}"
         return "offline=True"
 
 
@@ -412,7 +393,7 @@ def _entry_job(entry: CheckpointEntry, folder: Path, sha256: str | None, setting
 def _entry_hint(entry: CheckpointEntry, folder: Path) -> str:
     return (
         f"To supply the file by hand: download {entry.url} (browser, curl or wget, on any machine with network "
-        f"access) and place it at {folder / entry.filename} -- or set {MIRROR_ENV} to a folder holding "
+        f"access) and place it at {folder / entry.filename} -- or set {environment.MIRROR.name} to a folder holding "
         f"{entry.filename}, or pass weights='/path/to/{entry.filename}'."
     )
 
@@ -529,53 +510,3 @@ def checkpoint_state_dict(
         warnings.warn(f"could not write the fast-reload copy {fast_copy} ({exc}); the next load will read "
                       f"{got.path} again", RuntimeWarning, stacklevel=3)
     return state_dict, str(got.path)
-
-
-_EXPORT_SUFFIX = {torch.float32: "", torch.float16: ".fp16", torch.bfloat16: ".bf16"}
-
-
-def export(
-    segmentor: str,
-    dataset: str,
-    out_dir: str | os.PathLike[str],
-    *,
-    dtype: torch.dtype = torch.float32,
-    weights: str | os.PathLike[str] | None = None,
-    sha256: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool | None = None,
-) -> Path:
-    """Write the model tensors of a checkpoint (no optimizer state) as a safetensors file in ``out_dir``.
-
-    The file is named after the published one (``fcn_resnest101os8_voc_train.safetensors``; ``.fp16`` /
-    ``.bf16`` before the suffix for those dtypes), floating tensors are cast to ``dtype``, and the header
-    metadata records the source file's sha256, name and URL and the entry. The tensors are checked to fit
-    the entry's architecture first. ``weights`` exports another file (path or URL) instead of the catalogue's.
-    """
-    if dtype not in _EXPORT_SUFFIX:
-        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
-    entry = get_entry(segmentor, dataset)
-    sha256 = normalise_sha256(sha256) if sha256 is not None else None
-    if weights is None:
-        source = download_entry(entry, cache_dir=cache_dir, progress=progress, sha256=sha256)
-    elif is_url(os.fspath(weights)):
-        source = download_url(os.fspath(weights), cache_dir=cache_dir, progress=progress, sha256=sha256)
-    else:
-        source = verify(weights)
-        if sha256 is not None:
-            check_digest(source.path, sha256, found=source.sha256, what="sha256=")
-    state_dict = read_state_dict(source.path)
-    _check_fits(entry, state_dict, str(source.path))
-    name = Path(entry.filename).stem + _EXPORT_SUFFIX[dtype] + ".safetensors"
-    return write_model_file(state_dict, Path(out_dir) / name, entry=entry, source_sha256=source.sha256, dtype=dtype)
-
-
-def _check_fits(entry: CheckpointEntry, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointMismatchError unless the tensors fit the entry's model (checked on the meta device)."""
-    from .segmentor import build_segmentor
-
-    with torch.device("meta"):
-        model = build_segmentor(entry, auxiliary_head=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
-        load_into(model, state_dict, source=source)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .catalogue import CheckpointEntry
+from ..catalogue import CheckpointEntry
 from .checkpoint import read_state_dict
 
 __all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "load_cached_model_file"]

@@ -31,12 +31,10 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
+from .. import environment
 from .integrity import CHUNK_SIZE
 
 __all__ = [
-    "RETRIES_ENV",
-    "RETRY_DELAY_ENV",
-    "TIMEOUT_ENV",
     "RetryPolicy",
     "TransferError",
     "Received",
@@ -45,26 +43,9 @@ __all__ = [
     "describe_request_error",
 ]
 
-RETRIES_ENV = "RESNEST_ZOO_RETRIES"
-RETRY_DELAY_ENV = "RESNEST_ZOO_RETRY_DELAY"
-TIMEOUT_ENV = "RESNEST_ZOO_TIMEOUT"
 USER_AGENT = "resnest_zoo (+https://github.com/SegmentationBLWX/sssegmentation checkpoints)"
 _RETRY_STATUS = {408, 429}
 NETWORK_CHUNK = 64 * 1024  # small reads: bytes already received are kept when a connection breaks
-
-
-def _env_number(name: str, default: float, kind: type) -> Any:
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        wanted = "an integer" if kind is int else "a number"
-        raise ValueError(f"environment variable {name}={text!r} must be {wanted} (default {default})") from None
-    if value < 0:
-        raise ValueError(f"environment variable {name}={text!r} must not be negative")
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,9 +66,9 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """The defaults, overridden by ``RESNEST_ZOO_RETRIES``, ``RESNEST_ZOO_RETRY_DELAY``, ``RESNEST_ZOO_TIMEOUT``."""
         return cls(
-            retries=_env_number(RETRIES_ENV, cls.retries, int),
-            delay=_env_number(RETRY_DELAY_ENV, cls.delay, float),
-            timeout=_env_number(TIMEOUT_ENV, cls.timeout, float),
+            retries=int(environment.number(environment.RETRIES, cls.retries, int)),
+            delay=environment.number(environment.RETRY_DELAY, cls.delay),
+            timeout=environment.number(environment.TIMEOUT, cls.timeout, minimum=0.001),
         )
 
     def backoff(self, failures: int) -> float:

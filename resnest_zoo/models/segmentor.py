@@ -27,10 +27,10 @@ from .heads import (
     conv_bn_relu,
     fcn_decoder,
 )
-from .inference import predict as predict_images
 
 if TYPE_CHECKING:
-    from .catalogue import CheckpointEntry
+    from ..catalogue import CheckpointEntry
+    from ..inference.prediction import Prediction
 
 __all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES"]
 
@@ -74,8 +74,17 @@ class Segmentor(nn.Module):
         logits = self.auxiliary_decoder(features[2])
         return F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
 
-    # ``model.predict(images, ...)``: see :func:`resnest_zoo.inference.predict` for the arguments.
-    predict = predict_images
+    def predict(self, images: Any, **options: Any) -> Prediction | list[Prediction]:
+        """Segment images with the checkpoint's own test-time pipeline; labels come back at the original size.
+
+        ``images`` is one image (file path, PIL image, numpy array, tensor) or a list of them; the options
+        (``device``, ``dtype``, ``mode``, ``scales``, ``flip`` ...) are those of
+        :func:`resnest_zoo.inference.engine.predict`, which this delegates to. The network itself knows nothing
+        of images: the pipeline is imported here, at the first call, so that it never imports this module back.
+        """
+        from ..inference.engine import predict
+
+        return predict(self, images, **options)
 
     @property
     def class_names(self) -> tuple[str, ...] | None:

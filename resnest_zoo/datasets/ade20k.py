@@ -1,60 +1,11 @@
-"""Class names and colour palettes of the three datasets the checkpoints were trained on.
-
-The order is the order of the model's output channels: ``labels == i`` means ``class_names[i]``.
-Palettes are RGB triples, the ones the datasets' own tooling uses to draw masks.
-"""
+"""ADE20K (SceneParse150): class names and palette, in the order of the model's output channels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .info import DatasetInfo
 
-__all__ = ["DatasetInfo", "DATASETS"]
+__all__ = ["INFO", "CLASS_NAMES", "PALETTE"]
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a prediction needs to know about the dataset a checkpoint was trained on."""
-
-    key: str
-    title: str
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-_VOC_CLASSES = (
-    '__background__',
-    'aeroplane',
-    'bicycle',
-    'bird',
-    'boat',
-    'bottle',
-    'bus',
-    'car',
-    'cat',
-    'chair',
-    'cow',
-    'diningtable',
-    'dog',
-    'horse',
-    'motorbike',
-    'person',
-    'pottedplant',
-    'sheep',
-    'sofa',
-    'train',
-    'tvmonitor',
-)
-_VOC_PALETTE = (
-    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128),
-    (0, 128, 128), (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0),
-    (64, 0, 128), (192, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0),
-    (0, 192, 0), (128, 192, 0), (0, 64, 128),
-)
-
-_ADE20K_CLASSES = (
+CLASS_NAMES = (
     'wall',
     'building, edifice',
     'sky',
@@ -206,7 +157,8 @@ _ADE20K_CLASSES = (
     'clock',
     'flag',
 )
-_ADE20K_PALETTE = (
+
+PALETTE = (
     (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
     (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7),
     (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4),
@@ -234,36 +186,4 @@ _ADE20K_PALETTE = (
     (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255),
 )
 
-_CITYSCAPES_CLASSES = (
-    'road',
-    'sidewalk',
-    'building',
-    'wall',
-    'fence',
-    'pole',
-    'traffic_light',
-    'traffic_sign',
-    'vegetation',
-    'terrain',
-    'sky',
-    'person',
-    'rider',
-    'car',
-    'truck',
-    'bus',
-    'train',
-    'motorcycle',
-    'bicycle',
-)
-_CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230),
-    (119, 11, 32),
-)
-
-DATASETS: dict[str, DatasetInfo] = {
-    'voc': DatasetInfo('voc', 'PASCAL VOC 2012 (20 object classes + background)', _VOC_CLASSES, _VOC_PALETTE),
-    'ade20k': DatasetInfo('ade20k', 'ADE20K / SceneParse150', _ADE20K_CLASSES, _ADE20K_PALETTE),
-    'cityscapes': DatasetInfo('cityscapes', 'Cityscapes (19 evaluation classes, train ids)', _CITYSCAPES_CLASSES, _CITYSCAPES_PALETTE),
-}
+INFO = DatasetInfo('ade20k', 'ADE20K / SceneParse150', CLASS_NAMES, PALETTE)

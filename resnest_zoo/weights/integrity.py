@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 __all__ = [
     "FileDigest",

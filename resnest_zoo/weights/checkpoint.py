@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointFormatError, CheckpointMismatchError, UnsafeCheckpointError
+from ..errors import CheckpointFormatError, CheckpointMismatchError, UnsafeCheckpointError
 
 __all__ = [
     "read_state_dict",
@@ -138,7 +138,7 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | N
 
 
 def _auxiliary_shapes(num_classes: int) -> dict[str, torch.Size]:
-    from .heads import AuxiliaryFCNHead
+    from ..models.heads import AuxiliaryFCNHead
 
     with torch.device("meta"):
         head = AuxiliaryFCNHead(1024, 512, num_classes)
@@ -168,7 +168,7 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
     like when it belongs to another segmentor or dataset.
     """
     if getattr(model, "batchnorm_folded", False):
-        from .optimize import folded_model_error
+        from ..models.optimize import folded_model_error
 
         raise folded_model_error(source)
     expected = model.state_dict()

@@ -24,11 +24,11 @@ from typing import Literal
 
 from filelock import FileLock
 
-from .catalogue import CheckpointEntry, catalogue, get_entry
+from .. import environment
+from ..catalogue import CheckpointEntry, catalogue, get_entry
 from .integrity import RECORD_SUFFIX, record_path
 
 __all__ = [
-    "CACHE_ENV",
     "CachedFile",
     "resolve_cache_dir",
     "checkpoint_path",
@@ -41,7 +41,6 @@ __all__ = [
     "clear_cache",
 ]
 
-CACHE_ENV = "RESNEST_ZOO_CACHE"
 PARTIAL_SUFFIX = ".incomplete"
 PARTIAL_META_SUFFIX = ".incomplete.json"
 URL_FOLDER = "resnest_zoo-urls"
@@ -67,7 +66,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    from_env = os.environ.get(CACHE_ENV)
+    from_env = environment.text(environment.CACHE)
     if from_env:
         return Path(from_env).expanduser()
     import torch.hub

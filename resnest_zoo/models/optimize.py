@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .backbone import ResNeStBottleneck, SplitAttentionConv2d
-from .errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError
 from .heads import DepthwiseSeparableConv2d
 
 __all__ = ["optimize_for_inference", "fold_batchnorms", "fold_conv_bn"]
@@ -151,22 +151,3 @@ def optimize_for_inference(model: nn.Module, *, fold_batchnorm: bool = True, cha
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
-
-
-def native_half_precision(device: str | torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``device`` runs ``dtype`` convolutions natively: float32 always; on CUDA, float16 always and
-    bfloat16 where the GPU supports it; on a CPU, only with AVX512-BF16/AMX (bfloat16) or AVX512-FP16 (float16).
-    Elsewhere autocast still works but emulates the arithmetic, several times slower than float32."""
-    if dtype == torch.float32:
-        return True
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
-    if kind != "cpu":
-        return False
-    try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without these oneDNN queries
-        return False

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +27,6 @@ import torch.nn.functional as F
 
 from .prediction import Prediction
 from .preprocess import ParsedImage, as_image_batch, keep_ratio_size, normalize, resize_like_cv2
-
-if TYPE_CHECKING:
-    from .segmentor import Segmentor
 
 __all__ = ["predict", "DEFAULT_BATCH_SIZE", "default_slide_window", "slide_windows", "resize_logits_rows"]
 
@@ -43,7 +40,7 @@ _AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def predict(
-    model: Segmentor,
+    model: torch.nn.Module,
     images: Any,
     *,
     device: str | torch.device | None = None,
@@ -60,7 +57,8 @@ def predict(
     """Segment images with the checkpoint's own test-time preprocessing; labels come at the original size.
 
     Args:
-        model: the segmentor (``self`` when called as ``model.predict(...)``), with its catalogue ``entry``.
+        model: a :class:`~resnest_zoo.Segmentor` (``self`` when called as ``model.predict(...)``), with its
+            catalogue ``entry``.
         images: one image -- a file path, a ``PIL.Image``, a numpy array ``HxW``/``HxWx3`` (uint8 0-255 or
             float in [0, 1]), a tensor ``CxHxW``/``HxWxC`` (uint8 or float in [0, 1]) -- or a batch: a list/tuple
             of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.preprocess`.

@@ -1,0 +1,105 @@
+"""``resnest-zoo list | download | verify | export``: the catalogue's checkpoints and their files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..catalogue import catalogue
+from .common import (
+    CommandError,
+    add_cache_dir,
+    add_entry_choice,
+    add_quiet,
+    human_size,
+    print_table,
+    selected_entries,
+)
+from .exit_codes import ExitCode
+
+__all__ = ["register"]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ..weights.cache import cached_files
+
+    cached = {(r.entry.segmentor, r.entry.dataset) for r in cached_files(args.cache_dir) if r.entry is not None}
+    rows = [
+        [e.segmentor, e.dataset, str(e.num_classes), f"{e.miou:.2f}", human_size(e.size),
+         "yes" if e.key in cached else "no", e.hub_name]
+        for e in catalogue().values()
+    ]
+    print_table(rows, ["segmentor", "dataset", "classes", "mIoU %", "size", "cached", "torch.hub name"])
+    if any(e.size is None for e in catalogue().values()):
+        print("\nsize '-': not pinned in the catalogue yet (`resnest-zoo verify FILE` prints it from the real file)")
+    return ExitCode.OK
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from ..weights.sources import download
+
+    for segmentor, dataset in selected_entries(args):
+        path = download(segmentor, dataset, cache_dir=args.cache_dir, progress=not args.quiet, sha256=args.sha256,
+                        force=args.force)
+        print(path)
+    return ExitCode.OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ..weights.integrity import verify
+
+    status = ExitCode.OK
+    for name in args.files:
+        if not Path(name).is_file():
+            raise CommandError(f"{name}: no such file", ExitCode.USAGE)
+        digest = verify(name)
+        print(f"{digest.sha256}  {digest.size}  {digest.path}")
+        if args.sha256 and digest.sha256 != args.sha256.lower():
+            print(f"error: {name}: sha256 is {digest.sha256}, expected {args.sha256.lower()}", file=sys.stderr)
+            status = ExitCode.UNAVAILABLE
+    return status
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..deploy.safetensors import export
+
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.weights and args.all:
+        raise CommandError("--weights names one file: use it with SEGMENTOR DATASET, not --all", ExitCode.USAGE)
+    for segmentor, dataset in selected_entries(args):
+        path = export(segmentor, dataset, args.output, dtype=dtype, weights=args.weights,
+                      cache_dir=args.cache_dir, progress=not args.quiet)
+        print(path)
+    return ExitCode.OK
+
+
+def register(add) -> None:
+    """Add the commands; ``add(name, help)`` returns a new sub-parser."""
+    p = add("list", "Show the twelve catalogue entries: classes, reported mIoU, file size, whether cached.")
+    add_cache_dir(p)
+    p.set_defaults(handler=_cmd_list)
+
+    p = add("download", "Download, verify and cache checkpoints; print their local paths.")
+    add_entry_choice(p)
+    p.add_argument("--sha256", help="expected sha256 of the file, checked in addition to the catalogue's pin")
+    p.add_argument("--force", action="store_true", help="download again even when a verified copy is cached")
+    add_cache_dir(p)
+    add_quiet(p)
+    p.set_defaults(handler=_cmd_download)
+
+    p = add("verify", "Print the sha256 digest and size of checkpoint files (to pin them in the catalogue).")
+    p.add_argument("files", nargs="+", metavar="FILE", help="checkpoint files (.pth or .safetensors)")
+    p.add_argument("--sha256", help="exit with 3 unless every FILE has this digest")
+    p.set_defaults(handler=_cmd_verify)
+
+    p = add("export", "Write model-only safetensors files (float32/16), ready to publish on a model hub.")
+    add_entry_choice(p)
+    p.add_argument("-o", "--output", required=True, help="folder to write into (created if missing)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the floating tensors written (default float32)")
+    p.add_argument("--weights", help="a local checkpoint file or URL instead of the catalogue's")
+    add_cache_dir(p)
+    add_quiet(p)
+    p.set_defaults(handler=_cmd_export)

@@ -1,0 +1,32 @@
+"""The exit codes of the ``resnest-zoo`` command: the one table that ``--help``, the docs and the tests read."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["ExitCode", "exit_codes_help"]
+
+
+class ExitCode(IntEnum):
+    """What the ``resnest-zoo`` process returns; :data:`MEANINGS` says when."""
+
+    OK = 0
+    PARTIAL = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    UNUSABLE = 4
+    INTERRUPTED = 130
+
+
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.PARTIAL: "some inputs failed (the others were processed), or an unexpected error",
+    ExitCode.USAGE: "bad usage or input: unknown model, no readable image, bad option or setting, unusable output folder or device",
+    ExitCode.UNAVAILABLE: "the checkpoint could not be obtained or failed verification (network, offline, sha256, unwritable cache)",
+    ExitCode.UNUSABLE: "the checkpoint is unusable (unsafe pickle, not a checkpoint, weights that do not fit)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def exit_codes_help() -> str:
+    """The ``exit codes:`` block printed at the end of every ``--help``."""
+    return "exit codes:\n" + "".join(f"  {int(code):>3}  {MEANINGS[code]}\n" for code in ExitCode)

@@ -1,0 +1,1 @@
+"""Files for use outside this package: model-only safetensors for a model hub."""

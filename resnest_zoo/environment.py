@@ -1,0 +1,91 @@
+"""Every environment variable resnest_zoo reads: its name, what it means, and how its value is parsed.
+
+This module is the only place that knows the names; the rest of the package asks it
+(``environment.cache_dir()``, ``environment.retries()`` ...), and README's table of variables is checked
+against :data:`VARIABLES` by the tests. A value that cannot be parsed raises :class:`ConfigurationError`
+naming the variable, the value received and what it accepts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "Variable",
+    "VARIABLES",
+    "CACHE",
+    "MIRROR",
+    "OFFLINE",
+    "HF_OFFLINE",
+    "RETRIES",
+    "RETRY_DELAY",
+    "TIMEOUT",
+    "flag",
+    "text",
+    "number",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name and a one-line description (README's table is made of these)."""
+
+    name: str
+    meaning: str
+
+    def raw(self) -> str | None:
+        """The value as set (stripped), or None when unset or empty."""
+        value = os.environ.get(self.name)
+        return value.strip() if value is not None and value.strip() else None
+
+
+CACHE = Variable("RESNEST_ZOO_CACHE", "cache folder")
+MIRROR = Variable("RESNEST_ZOO_MIRROR", "base URL or local folder tried before the catalogue URL")
+OFFLINE = Variable("RESNEST_ZOO_OFFLINE", "1: never touch the network")
+HF_OFFLINE = Variable("HF_HUB_OFFLINE", "1: never touch the network (huggingface_hub's own switch, honoured too)")
+RETRIES = Variable("RESNEST_ZOO_RETRIES", "retries after a failed transfer (default 4)")
+RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY", "first backoff in seconds, doubling (default 1)")
+TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", "network timeout in seconds (default 30)")
+
+VARIABLES: tuple[Variable, ...] = (CACHE, MIRROR, OFFLINE, HF_OFFLINE, RETRIES, RETRY_DELAY, TIMEOUT)
+
+
+def flag(variable: Variable) -> bool:
+    """A yes/no variable: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case; unset: no)."""
+    value = (variable.raw() or "").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(
+        f"environment variable {variable.name}={os.environ.get(variable.name)!r} is not a yes/no value: "
+        f"use 1, true, yes or on to enable it, 0, false, no or off (or unset it) to disable it"
+    )
+
+
+def text(variable: Variable) -> str | None:
+    """A free-text variable (a path or a URL), or None when unset or empty."""
+    return variable.raw()
+
+
+def number(variable: Variable, default: float, kind: type = float, *, minimum: float = 0) -> float:
+    """A numeric variable (``kind`` int or float), at least ``minimum``; ``default`` when unset or empty."""
+    value_text = variable.raw()
+    if value_text is None:
+        return default
+    wanted = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(value_text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < minimum or value in (float("inf"), float("-inf")):
+        raise ConfigurationError(
+            f"environment variable {variable.name}={os.environ.get(variable.name)!r} is not valid: it must be "
+            f"{wanted} of at least {minimum:g} (default {default:g}); fix or unset it"
+        )
+    return value
