@@ -5,6 +5,7 @@ they are validated when read, so a malformed edit fails loudly instead of buildi
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, fields
@@ -12,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from .config import BACKBONE_DEPTHS, INFERENCE_MODES, BackboneConfig, HeadConfig, ModelConfig, Preprocessing
 from .datasets import DATASETS, DatasetInfo
 from .errors import CatalogueError, UnknownModelError
 
@@ -26,6 +28,7 @@ __all__ = [
     "resolve_dataset",
 ]
 
+FORMAT_VERSION = 2
 SEGMENTORS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
 DATASET_KEYS = ("voc", "ade20k", "cityscapes")
 
@@ -49,52 +52,40 @@ def _normalise(name: str) -> str:
     return re.sub(r"[\s\-.]+", "_", name.strip().lower())
 
 
-def resolve_segmentor(name: str) -> str:
-    """Canonical segmentor key for ``name`` (case-insensitive, aliases such as ``deeplabv3+`` accepted)."""
+def _resolve(kind: str, name: str, aliases: dict[str, str], canonical: tuple[str, ...], example: str) -> str:
+    """The canonical key for ``name``, or :class:`UnknownModelError` listing the valid names and the closest one."""
     if not isinstance(name, str):
-        raise TypeError(f"segmentor must be a string such as 'deeplabv3plus', got {type(name).__name__}")
-    key = _SEGMENTOR_ALIASES.get(_normalise(name))
+        raise TypeError(f"{kind} must be a string such as {example!r}, got {type(name).__name__}")
+    normalised = _normalise(name)
+    key = aliases.get(normalised)
     if key is None:
+        close = difflib.get_close_matches(normalised, list(aliases), n=1, cutoff=0.7)
+        hint = f" (did you mean {aliases[close[0]]}?)" if close else ""
         raise UnknownModelError(
-            f"unknown segmentor {name!r}; expected one of {', '.join(SEGMENTORS)} "
-            f"(aliases: {', '.join(sorted(set(_SEGMENTOR_ALIASES) - set(SEGMENTORS)))})"
+            f"unknown {kind} {name!r}{hint}; expected one of {', '.join(canonical)} "
+            f"(aliases: {', '.join(sorted(set(aliases) - set(canonical)))})"
         )
     return key
+
+
+def resolve_segmentor(name: str) -> str:
+    """Canonical segmentor key for ``name`` (case-insensitive, aliases such as ``deeplabv3+`` accepted)."""
+    return _resolve("segmentor", name, _SEGMENTOR_ALIASES, SEGMENTORS, "deeplabv3plus")
 
 
 def resolve_dataset(name: str) -> str:
     """Canonical dataset key for ``name`` (case-insensitive; ``ade``, ``pascal_voc`` ... accepted)."""
-    if not isinstance(name, str):
-        raise TypeError(f"dataset must be a string such as 'cityscapes', got {type(name).__name__}")
-    key = _DATASET_ALIASES.get(_normalise(name))
-    if key is None:
-        raise UnknownModelError(
-            f"unknown dataset {name!r}; expected one of {', '.join(DATASET_KEYS)} "
-            f"(aliases: {', '.join(sorted(set(_DATASET_ALIASES) - set(DATASET_KEYS)))})"
-        )
-    return key
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The reference test-time pipeline: keep-ratio resize to ``resize`` (long, short), then mean/std (RGB)."""
-
-    resize: tuple[int, int]
-    keep_ratio: bool
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    color_order: str = "RGB"
+    return _resolve("dataset", name, _DATASET_ALIASES, DATASET_KEYS, "cityscapes")
 
 
 @dataclass(frozen=True)
 class CheckpointEntry:
-    """One published checkpoint: where to get it, how it was trained, and what inference needs."""
+    """One published checkpoint: where to get it, how it was trained, and the model it holds (:attr:`config`)."""
 
     segmentor: str
     dataset: str
     name: str
-    backbone: dict[str, Any]
+    backbone: BackboneConfig
     num_classes: int
     train_set: str
     eval_set: str
@@ -138,15 +129,29 @@ class CheckpointEntry:
         """The torch.hub entry point name, e.g. ``deeplabv3plus_resnest101_cityscapes``."""
         return f"{self.segmentor}_resnest101_{self.dataset}"
 
+    @property
+    def config(self) -> ModelConfig:
+        """The model this checkpoint holds: what :func:`~resnest_zoo.build` builds and ``predict`` follows."""
+        return ModelConfig(
+            segmentor=self.segmentor,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            palette=self.palette,
+            backbone=self.backbone,
+            head=HeadConfig.from_dict(self.head),
+            auxiliary_head=HeadConfig.from_dict(self.auxiliary_head),
+            preprocessing=self.preprocessing,
+            crop_size=self.crop_size,
+            inference_mode=self.inference["mode"],
+            dataset=self.dataset,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The record as stored in ``checkpoints.json``."""
         record = {name: getattr(self, name) for name in _FIELDS}
         record["crop_size"] = list(self.crop_size)
-        p = self.preprocessing
-        record["preprocessing"] = {
-            "resize": list(p.resize), "keep_ratio": p.keep_ratio, "interpolation": p.interpolation,
-            "mean": list(p.mean), "std": list(p.std), "color_order": p.color_order,
-        }
+        record["backbone"] = self.backbone.to_dict()
+        record["preprocessing"] = self.preprocessing.to_dict()
         return record
 
 
@@ -166,10 +171,47 @@ _HEAD_KEYS = {
     "deeplabv3": {"in_channels", "feats_channels", "dilations", "dropout"},
     "deeplabv3plus": {"in_channels", "feats_channels", "shortcut_channels", "dilations", "dropout"},
 }
+_AUXILIARY_HEAD_KEYS = {"in_channels", "feats_channels", "dropout"}
+_BACKBONE_FIELDS = {f.name: f.type for f in fields(BackboneConfig)}
+_PREPROCESSING_KEYS = {"resize", "mean", "std"}
 
 
 def _fail(where: str, problem: str) -> CatalogueError:
     return CatalogueError(f"checkpoints.json, {where}: {problem}")
+
+
+def _exact_keys(where: str, what: str, value: dict[str, Any], keys: set[str]) -> None:
+    if set(value) != keys:
+        raise _fail(where, f"{what} has keys {sorted(value)}, expected exactly {sorted(keys)}")
+
+
+def _parse_backbone(where: str, value: dict[str, Any]) -> BackboneConfig:
+    _exact_keys(where, "backbone", value, set(_BACKBONE_FIELDS))
+    if value["arch"] not in BACKBONE_DEPTHS:
+        raise _fail(where, f"backbone.arch {value['arch']!r} is not one of {sorted(BACKBONE_DEPTHS)}")
+    for key in ("output_stride", "radix", "groups", "reduction_factor", "stem_channels"):
+        if isinstance(value[key], bool) or not isinstance(value[key], int) or value[key] <= 0:
+            raise _fail(where, f"backbone.{key} must be a positive int, got {value[key]!r}")
+    if not isinstance(value["contract_dilation"], bool):
+        raise _fail(where, f"backbone.contract_dilation must be true or false, got {value['contract_dilation']!r}")
+    return BackboneConfig(**value)
+
+
+def _parse_preprocessing(where: str, value: dict[str, Any]) -> Preprocessing:
+    _exact_keys(where, "preprocessing", value, _PREPROCESSING_KEYS)
+    try:
+        preprocessing = Preprocessing(
+            resize=tuple(int(v) for v in value["resize"]),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in value["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in value["std"]),  # type: ignore[arg-type]
+        )
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"preprocessing is malformed ({exc!r}): resize needs 2 ints, mean and std 3 numbers") from None
+    if len(preprocessing.resize) != 2 or min(preprocessing.resize) <= 0:
+        raise _fail(where, f"preprocessing.resize needs 2 positive ints (long side, short side), got {value['resize']!r}")
+    if len(preprocessing.mean) != 3 or len(preprocessing.std) != 3 or min(preprocessing.std) <= 0:
+        raise _fail(where, "preprocessing.mean needs 3 numbers and preprocessing.std 3 positive numbers (RGB)")
+    return preprocessing
 
 
 def parse_entry(record: dict[str, Any], where: str = "record") -> CheckpointEntry:
@@ -203,40 +245,25 @@ def parse_entry(record: dict[str, Any], where: str = "record") -> CheckpointEntr
     crop = record["crop_size"]
     if len(crop) != 2 or not all(isinstance(c, int) and c > 0 for c in crop):
         raise _fail(where, f"crop_size must be two positive ints, got {crop!r}")
-    head_keys = _HEAD_KEYS[record["segmentor"]]
-    if set(record["head"]) != head_keys:
-        raise _fail(where, f"head has keys {sorted(record['head'])}, expected {sorted(head_keys)}")
-    if record["auxiliary_head"] != {"in_channels": 1024, "feats_channels": 512, "dropout": 0.1}:
-        raise _fail(where, f"auxiliary_head must be the stage-3 FCN head (1024 -> 512, dropout 0.1), got {record['auxiliary_head']}")
-    pre = record["preprocessing"]
-    try:
-        preprocessing = Preprocessing(
-            resize=tuple(int(v) for v in pre["resize"]),  # type: ignore[arg-type]
-            keep_ratio=bool(pre["keep_ratio"]),
-            interpolation=str(pre["interpolation"]),
-            mean=tuple(float(v) for v in pre["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in pre["std"]),  # type: ignore[arg-type]
-            color_order=str(pre.get("color_order", "RGB")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _fail(where, f"preprocessing is malformed ({exc!r}): need resize, keep_ratio, interpolation, mean, std") from None
-    if len(preprocessing.resize) != 2 or len(preprocessing.mean) != 3 or len(preprocessing.std) != 3:
-        raise _fail(where, "preprocessing.resize needs 2 values, mean and std 3 each")
-    if preprocessing.interpolation != "bilinear" or preprocessing.color_order != "RGB":
-        raise _fail(where, "only bilinear resizing of RGB input is supported")
-    if record["inference"].get("align_corners") is not False or record["inference"].get("mode") not in ("whole", "slide"):
-        raise _fail(where, "inference needs mode 'whole' or 'slide' and align_corners false")
+    _exact_keys(where, "head", record["head"], _HEAD_KEYS[record["segmentor"]])
+    _exact_keys(where, "auxiliary_head", record["auxiliary_head"], _AUXILIARY_HEAD_KEYS)
+    _exact_keys(where, "inference", record["inference"], {"mode"})
+    if record["inference"]["mode"] not in INFERENCE_MODES:
+        raise _fail(where, f"inference.mode must be one of {INFERENCE_MODES}, got {record['inference']['mode']!r}")
     values = dict(record)
+    values["backbone"] = _parse_backbone(where, record["backbone"])
     values["crop_size"] = tuple(crop)
-    values["preprocessing"] = preprocessing
+    values["preprocessing"] = _parse_preprocessing(where, record["preprocessing"])
     values["miou"] = float(record["miou"])
     return CheckpointEntry(**values)
 
 
 def parse_catalogue(document: dict[str, Any]) -> dict[tuple[str, str], CheckpointEntry]:
     """Validate a whole ``checkpoints.json`` document; every (segmentor, dataset) must appear exactly once."""
-    if not isinstance(document, dict) or document.get("format_version") != 1 or not isinstance(document.get("checkpoints"), list):
-        raise CatalogueError("checkpoints.json must be an object with format_version 1 and a 'checkpoints' list")
+    if not isinstance(document, dict) or document.get("format_version") != FORMAT_VERSION \
+            or not isinstance(document.get("checkpoints"), list):
+        raise CatalogueError(f"checkpoints.json must be an object with format_version {FORMAT_VERSION} and a "
+                             "'checkpoints' list")
     entries: dict[tuple[str, str], CheckpointEntry] = {}
     for index, record in enumerate(document["checkpoints"]):
         entry = parse_entry(record, where=f"record {index}")

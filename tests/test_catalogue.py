@@ -66,7 +66,7 @@ def test_catalogue_has_twelve_valid_records():
         assert entry.preprocessing.mean == (123.675, 116.28, 103.53)
         assert entry.preprocessing.std == (58.395, 57.12, 57.375)
         assert entry.preprocessing.resize == ((2048, 1024) if entry.dataset == "cityscapes" else (2048, 512))
-        assert entry.inference == {"mode": "whole", "align_corners": False}
+        assert entry.inference == {"mode": "whole"} and entry.config.inference_mode == "whole"
         # never an invented digest: null until pinned from the real file
         assert entry.sha256 is None and entry.size is None
 
@@ -97,6 +97,14 @@ def test_catalogue_matches_the_published_table():
         (lambda r: r.update(colour="red"), "unknown field"),
         (lambda r: r["head"].pop("dilations"), "head has keys"),
         (lambda r: r.update(url="http://example.com/other.pth"), "must be https"),
+        # fields that would change nothing are refused rather than silently ignored
+        (lambda r: r["preprocessing"].update(keep_ratio=False), "preprocessing has keys"),
+        (lambda r: r["inference"].update(align_corners=True), "inference has keys"),
+        (lambda r: r["inference"].update(mode="sliding"), "inference.mode must be one of"),
+        (lambda r: r["backbone"].update(arch="resnet101"), "backbone.arch 'resnet101'"),
+        (lambda r: r["backbone"].pop("radix"), "backbone has keys"),
+        (lambda r: r["auxiliary_head"].update(kernel=3), "auxiliary_head has keys"),
+        (lambda r: r["preprocessing"].update(std=[1, 0, 1]), "std 3 positive"),
     ],
 )
 def test_schema_violations_are_reported(mutate, message):
@@ -138,6 +146,54 @@ def test_unknown_names_list_the_valid_ones():
     assert "voc, ade20k, cityscapes" in str(info.value) and "'coco'" in str(info.value)
     with pytest.raises(TypeError, match="segmentor must be a string"):
         get_entry(3, "voc")
+
+
+def test_unknown_names_suggest_the_closest_one():
+    with pytest.raises(UnknownModelError, match="did you mean deeplabv3plus"):
+        get_entry("deeplabv3plsu", "voc")
+    with pytest.raises(UnknownModelError, match="did you mean cityscapes"):
+        get_entry("fcn", "citiscapes")
+    with pytest.raises(UnknownModelError) as info:
+        get_entry("unet", "voc")
+    assert "did you mean" not in str(info.value)
+
+
+def _edited_entry(segmentor: str, dataset: str, edit) -> "resnest_zoo.CheckpointEntry":
+    document = _document()
+    record = next(r for r in document["checkpoints"] if (r["segmentor"], r["dataset"]) == (segmentor, dataset))
+    edit(record)
+    return parse_catalogue(document)[(segmentor, dataset)]
+
+
+def test_every_architecture_field_of_the_catalogue_drives_the_build():
+    """A user who edits checkpoints.json gets the model the record describes, never a silently different one."""
+    def edit(record):
+        record["backbone"].update(arch="resnest50", stem_channels=64, radix=4, reduction_factor=2)
+        record["head"].update(feats_channels=256, dilations=[1, 6, 12, 18])
+        record["auxiliary_head"].update(feats_channels=128)
+
+    entry = _edited_entry("deeplabv3plus", "cityscapes", edit)
+    with torch.device("meta"):
+        model = build_segmentor(entry, auxiliary_head=True)
+    assert len(model.backbone_net.layer3) == 6 and model.backbone_net.stem[0].out_channels == 32
+    split_attention = model.backbone_net.layer1[0].conv2
+    assert split_attention.radix == 4 and split_attention.fc1.out_channels == max(64 * 4 // 2, 32)
+    assert model.aspp_net.parallel_branches[1].depthwise_conv.dilation == (6, 6)
+    assert model.aspp_net.bottleneck[0].out_channels == 256
+    assert model.auxiliary_decoder[0].out_channels == 128
+    assert model.auxiliary_head_shapes()["auxiliary_decoder.0.weight"] == (128, 1024, 3, 3)
+
+
+def test_the_catalogue_inference_mode_is_predicts_default(monkeypatch):
+    from resnest_zoo.inference import engine
+
+    entry = _edited_entry("fcn", "voc", lambda record: record["inference"].update(mode="slide"))
+    assert entry.config.inference_mode == "slide"
+    model = build_segmentor(entry)
+    seen = []
+    monkeypatch.setattr(engine, "slide_logits", lambda *args, **kwargs: seen.append(args) or torch.zeros(1, 21, 8, 8))
+    model.predict(torch.zeros(3, 8, 8, dtype=torch.uint8))  # tiny: resized keep-ratio, then one slide pass
+    assert seen
 
 
 def test_list_models_returns_the_records():

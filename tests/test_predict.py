@@ -42,11 +42,11 @@ REAL_TARGETS = [(2048, 512), (2048, 1024)]  # VOC/ADE20K and Cityscapes
 class TinySegmentor(Segmentor):
     """A stand-in with the Segmentor interface: conv (stride 2) + BatchNorm + 1x1 classifier. Records forwards."""
 
-    def __init__(self, entry) -> None:
+    def __init__(self, config) -> None:
         super().__init__(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-                         entry.num_classes)
-        self.classifier = nn.Conv2d(8, entry.num_classes, 1)
-        self.entry = entry
+                         config.num_classes)
+        self.classifier = nn.Conv2d(8, config.num_classes, 1)
+        self.config = config
         self.calls: list[tuple[int, ...]] = []
 
     def decode(self, features):
@@ -59,13 +59,13 @@ class TinySegmentor(Segmentor):
 
 @contextmanager
 def resize_target(model: Segmentor, target: tuple[int, int]):
-    """Temporarily shrink the entry's keep-ratio resize target, so that a ResNeSt-101 forward stays cheap."""
-    original = model.entry
-    model.entry = replace(original, preprocessing=replace(original.preprocessing, resize=target))
+    """Temporarily shrink the model's keep-ratio resize target, so that a ResNeSt-101 forward stays cheap."""
+    original = model.config
+    model.config = replace(original, preprocessing=replace(original.preprocessing, resize=target))
     try:
         yield model
     finally:
-        model.entry = original
+        model.config = original
 
 
 def reference_preprocess(path: Path, target: tuple[int, int], entry) -> torch.Tensor:
@@ -131,15 +131,15 @@ TINY_TARGET = (128, 64)  # the photo becomes 64 x 97 (the real VOC target (2048,
 def tiny() -> TinySegmentor:
     """The stand-in network on the VOC entry, with a smaller resize target to keep every test in milliseconds."""
     torch.manual_seed(0)
-    entry = get_entry("deeplabv3", "voc")
-    model = TinySegmentor(replace(entry, preprocessing=replace(entry.preprocessing, resize=TINY_TARGET)))
+    config = get_entry("deeplabv3", "voc").config
+    model = TinySegmentor(replace(config, preprocessing=replace(config.preprocessing, resize=TINY_TARGET)))
     return randomize_batchnorm(model, seed=1).eval()
 
 
 @pytest.fixture()
 def fresh_tiny(tiny) -> TinySegmentor:
     """A private copy (for tests that move, convert or switch the model)."""
-    model = TinySegmentor(tiny.entry)
+    model = TinySegmentor(tiny.config)
     model.load_state_dict(tiny.state_dict())
     return model.eval()
 
@@ -401,8 +401,8 @@ def test_flip_must_be_a_bool(tiny, photo):
         tiny.predict(photo, flip="yes")
 
 
-def test_model_without_catalogue_entry_says_how_to_fix(fresh_tiny, photo):
-    fresh_tiny.entry = None
+def test_model_without_config_says_how_to_fix(fresh_tiny, photo):
+    fresh_tiny.config = None
     with pytest.raises(ValueError, match="get_entry"):
         fresh_tiny.predict(photo)
 
@@ -430,7 +430,7 @@ def test_batches_equal_single_predictions(tiny, photo):
 
 
 def test_slide_runs_windows_in_batches_and_matches_the_reference(tiny, photo):
-    entry = tiny.entry
+    entry = tiny.config
     image = our_preprocess(photo, entry.preprocessing.resize, entry)  # 64 x 97
     crop, stride = (24, 32), (18, 24)
     boxes = slide_windows(64, 97, crop, stride)
@@ -464,7 +464,7 @@ def test_slide_defaults_and_single_window_equals_whole(tiny, photo):
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])
 def test_test_time_augmentation_matches_the_reference(tiny, photo, mode):
-    entry = tiny.entry
+    entry = tiny.config
     image = our_preprocess(photo, entry.preprocessing.resize, entry)
     scales = (0.75, 1.0, 1.25)
     forward_cfg = {"mode": "whole", "cropsize": None, "stride": None}
@@ -526,7 +526,7 @@ def test_cuda_moves_the_model_once_and_agrees_with_cpu(fresh_tiny, photo):
 # ------------------------------------------------------------------------------------------- Prediction
 def test_prediction_methods(tiny, photo, tmp_path):
     prediction = tiny.predict(PHOTO_PATH)
-    entry = tiny.entry
+    entry = tiny.config
     assert prediction.labels.dtype == np.uint8 and prediction.labels.shape == (106, 160)
     assert prediction.class_names == entry.class_names
     assert prediction.palette.dtype == np.uint8 and prediction.palette.shape == (entry.num_classes, 3)

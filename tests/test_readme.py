@@ -114,8 +114,8 @@ def test_inference_examples_run_as_written(served, tmp_path):
     # the block as written, on a model whose test-time resize is shrunk (256x128 instead of 2048x512) to keep
     # the eight forward passes it makes quick on a CPU
     setup = ("import dataclasses, resnest_zoo\nmodel = resnest_zoo.load('fcn', 'voc')\n"
-             "model.entry = dataclasses.replace(model.entry, preprocessing=dataclasses.replace("
-             "model.entry.preprocessing, resize=(256, 128)))\n")
+             "model.config = dataclasses.replace(model.config, preprocessing=dataclasses.replace("
+             "model.config.preprocessing, resize=(256, 128)))\n")
     script = (setup + examples +
               "\nassert len(predictions) == 2 and (predictions[0].labels == predictions[1].labels).all()"
               "\nassert tiled.labels.shape == augmented.labels.shape == predictions[0].labels.shape\nprint('OK')\n")

@@ -45,7 +45,7 @@ def predict(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    mode: str = "whole",
+    mode: str | None = None,
     crop_size: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
     scales: Sequence[float] = (1.0,),
@@ -57,8 +57,8 @@ def predict(
     """Segment images with the checkpoint's own test-time preprocessing; labels come at the original size.
 
     Args:
-        model: a :class:`~resnest_zoo.Segmentor` (``self`` when called as ``model.predict(...)``), with its
-            catalogue ``entry``.
+        model: a :class:`~resnest_zoo.Segmentor` (``self`` when called as ``model.predict(...)``) with its
+            ``config`` (:class:`~resnest_zoo.config.ModelConfig`: classes, palette, test-time preprocessing).
         images: one image -- a file path, a ``PIL.Image``, a numpy array ``HxW``/``HxWx3`` (uint8 0-255 or
             float in [0, 1]), a tensor ``CxHxW``/``HxWxC`` (uint8 or float in [0, 1]) -- or a batch: a list/tuple
             of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.preprocess`.
@@ -66,8 +66,9 @@ def predict(
             (once; it stays there).
         dtype: ``None`` computes in the weights' dtype (float32); ``torch.bfloat16`` / ``torch.float16`` run
             under ``torch.autocast`` on the device (both work on CPU too); logits are averaged in float32.
-        mode: ``"whole"`` (the published checkpoints' evaluation mode) or ``"slide"``: overlapping
-            ``crop_size`` windows every ``stride`` pixels, logits averaged where they overlap.
+        mode: ``"whole"`` or ``"slide"``: overlapping ``crop_size`` windows every ``stride`` pixels, logits
+            averaged where they overlap; default the model's own (``config.inference_mode``, ``"whole"`` for all
+            published checkpoints).
         crop_size, stride: slide windows, an int or (height, width); default the training crop (512x512,
             512x1024 for Cityscapes) and two thirds of it (341). Only with ``mode="slide"``.
         scales, flip: test-time augmentation: each scale of the resized image (and its mirror when ``flip``)
@@ -83,20 +84,22 @@ def predict(
     The model runs in eval mode under ``torch.inference_mode`` (a training-mode model is switched to eval for
     the call and back); the result is read back to the host once, at the end.
     """
-    entry = model.entry
-    if entry is None:
+    config = getattr(model, "config", None)
+    if config is None:
         raise ValueError(
-            "predict() needs the model's catalogue entry (its preprocessing and class names), but model.entry is None "
-            "because the model was built outside resnest_zoo.build()/load(); set model.entry = "
-            "resnest_zoo.get_entry(segmentor, dataset) for the checkpoint it carries, or call model(normalised_tensor)"
+            "predict() needs the model's config (its preprocessing, class names and palette), but model.config is None "
+            "because the model was built outside resnest_zoo.build()/load(); set model.config = "
+            "resnest_zoo.get_entry(segmentor, dataset).config for the checkpoint it carries, or call "
+            "model(normalised_tensor)"
         )
+    mode = config.inference_mode if mode is None else mode
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     if mode == "whole" and (crop_size is not None or stride is not None):
         raise ValueError("crop_size and stride only apply to mode='slide'; pass mode='slide' or drop them")
     window = stride_hw = None
     if mode == "slide":
-        window, stride_hw = default_slide_window(entry.crop_size, crop_size, stride)
+        window, stride_hw = default_slide_window(config.crop_size, crop_size, stride)
     scale_list = _check_scales(scales)
     batch = _check_batch_size(batch_size)
     if not isinstance(flip, bool):
@@ -109,9 +112,9 @@ def predict(
     target = _resolve_device(model, device)
     if channels_last:
         _to_channels_last(model)
-    num_classes = entry.num_classes
+    num_classes = config.num_classes
     label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
-    pre = entry.preprocessing
+    pre = config.preprocessing
 
     def run(batch_images: torch.Tensor) -> torch.Tensor:
         batch_images = batch_images.to(input_dtype)
@@ -148,7 +151,7 @@ def predict(
         model.train(was_training)
 
     host_labels = torch.cat([item.reshape(-1) for item in labels]).cpu().numpy()  # the one host read of the labels
-    palette = np.asarray(entry.palette, dtype=np.uint8)
+    palette = np.asarray(config.palette, dtype=np.uint8)
     results = []
     offset = 0
     for image, prob in zip(parsed, probs):
@@ -157,7 +160,7 @@ def predict(
         offset += height * width
         results.append(Prediction(
             labels=image_labels,
-            class_names=entry.class_names,
+            class_names=config.class_names,
             palette=palette,
             image=np.ascontiguousarray(image.pixels.permute(1, 2, 0).cpu().numpy()),
             probabilities=None if prob is None else prob.cpu().numpy(),

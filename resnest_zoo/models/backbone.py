@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResNeSt", "ResNeStBottleneck", "SplitAttentionConv2d", "resnest101_d8"]
+from ..config import BackboneConfig
+
+__all__ = ["ResNeSt", "ResNeStBottleneck", "SplitAttentionConv2d", "resnest101_d8", "backbone_from_config"]
 
 
 class SplitAttentionConv2d(nn.Module):
@@ -204,5 +206,14 @@ class ResNeSt(nn.Module):
 
 def resnest101_d8() -> ResNeSt:
     """The backbone of all twelve published checkpoints."""
-    return ResNeSt(blocks_per_stage=(3, 4, 23, 3), output_stride=8)
+    return backbone_from_config(BackboneConfig())
+
+
+def backbone_from_config(config: BackboneConfig) -> ResNeSt:
+    """The backbone a :class:`~resnest_zoo.config.BackboneConfig` (a catalogue entry's ``backbone``) describes."""
+    return ResNeSt(
+        blocks_per_stage=config.blocks_per_stage, output_stride=config.output_stride,
+        stem_channels=config.stem_channels, radix=config.radix, groups=config.groups,
+        reduction_factor=config.reduction_factor, contract_dilation=config.contract_dilation,
+    )
 

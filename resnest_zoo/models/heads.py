@@ -178,5 +178,5 @@ class AuxiliaryFCNHead(nn.Sequential):
     Present in the published files, unused for inference; built only when asked for (e.g. to fine-tune).
     """
 
-    def __init__(self, in_channels: int, feats_channels: int, num_classes: int, *, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int, *, in_channels: int = 1024, feats_channels: int = 512, dropout: float = 0.1) -> None:
         super().__init__(*conv_bn_relu(in_channels, feats_channels, kernel_size=3), *classifier(feats_channels, num_classes, dropout))

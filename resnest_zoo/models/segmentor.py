@@ -9,14 +9,14 @@ are those of the published checkpoints, so ``state_dict()`` keys are the file fo
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ResNeSt, resnest101_d8
+from .backbone import ResNeSt, backbone_from_config, resnest101_d8
 from .heads import (
     ASPP,
     AuxiliaryFCNHead,
@@ -28,30 +28,46 @@ from .heads import (
     fcn_decoder,
 )
 
+from ..catalogue import CheckpointEntry
+from ..config import ModelConfig
+
 if TYPE_CHECKING:
-    from ..catalogue import CheckpointEntry
     from ..inference.prediction import Prediction
 
 __all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES"]
+
+
+AuxiliaryHead = Union[bool, Mapping[str, Any]]
+"""``auxiliary_head=``: False (none), True (the default stage-3 FCN head) or its keyword arguments."""
+
+
+def _auxiliary_kwargs(auxiliary_head: AuxiliaryHead) -> dict[str, Any] | None:
+    if auxiliary_head is False:
+        return None
+    return {} if auxiliary_head is True else dict(auxiliary_head)
 
 
 class Segmentor(nn.Module):
     """Base class: backbone, head and (optionally) the auxiliary training head.
 
     Subclasses build their head modules and implement :meth:`decode`.
-    ``entry`` is the catalogue record the model was built from (class names, preprocessing ...),
-    or ``None`` for a model built outside the catalogue.
+    ``config`` is the :class:`~resnest_zoo.config.ModelConfig` the model was built from (classes, palette,
+    test-time preprocessing), and ``entry`` the catalogue record it came from; both are ``None`` for a model
+    made by calling a constructor directly.
     """
 
+    config: ModelConfig | None
     entry: CheckpointEntry | None
 
-    def __init__(self, backbone: ResNeSt, num_classes: int, *, auxiliary_head: bool = False, dropout: float = 0.1) -> None:
+    def __init__(self, backbone: ResNeSt, num_classes: int, *, auxiliary_head: AuxiliaryHead = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.backbone_net = backbone
+        self.config = None
         self.entry = None
-        if auxiliary_head:
-            self.auxiliary_decoder = AuxiliaryFCNHead(1024, 512, num_classes, dropout=dropout)
+        auxiliary = _auxiliary_kwargs(auxiliary_head)
+        if auxiliary is not None:
+            self.auxiliary_decoder = AuxiliaryFCNHead(num_classes, **auxiliary)
 
     def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class logits at the head's resolution from the four backbone stage outputs."""
@@ -86,9 +102,16 @@ class Segmentor(nn.Module):
 
         return predict(self, images, **options)
 
+    def auxiliary_head_shapes(self) -> dict[str, torch.Size]:
+        """State-dict shapes of the auxiliary head this model's checkpoints carry (whether built or not)."""
+        auxiliary = {} if self.config is None else self.config.auxiliary_head.kwargs()
+        with torch.device("meta"):
+            head = AuxiliaryFCNHead(self.num_classes, **auxiliary)
+        return {f"auxiliary_decoder.{key}": value.shape for key, value in head.state_dict().items()}
+
     @property
     def class_names(self) -> tuple[str, ...] | None:
-        return None if self.entry is None else self.entry.class_names
+        return None if self.config is None else self.config.class_names
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}" + ("" if self.entry is None else f", entry={self.entry.name!r}")
@@ -98,8 +121,8 @@ class FCN(Segmentor):
     """Fully convolutional head: two 3x3 convs to 512 channels on stage 4, then a 1x1 classifier."""
 
     def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512, num_convs: int = 2,
-                 dropout: float = 0.1, backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
-        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+                 dropout: float = 0.1, backbone: ResNeSt | None = None, auxiliary_head: AuxiliaryHead = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head)
         self.decoder = fcn_decoder(in_channels, feats_channels, num_classes, num_convs=num_convs, dropout=dropout)
 
     def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -111,8 +134,8 @@ class PSPNet(Segmentor):
 
     def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512,
                  pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1,
-                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
-        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+                 backbone: ResNeSt | None = None, auxiliary_head: AuxiliaryHead = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head)
         self.ppm_net = PyramidPoolingModule(in_channels, feats_channels, pool_scales)
         self.decoder = nn.Sequential(*classifier(feats_channels, num_classes, dropout))
 
@@ -125,8 +148,8 @@ class DeepLabV3(Segmentor):
 
     def __init__(self, num_classes: int, *, in_channels: int = 2048, feats_channels: int = 512,
                  dilations: Sequence[int] = (1, 12, 24, 36), dropout: float = 0.1,
-                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
-        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+                 backbone: ResNeSt | None = None, auxiliary_head: AuxiliaryHead = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head)
         self.aspp_net = ASPP(in_channels, feats_channels, dilations)
         self.decoder = nn.Sequential(*classifier(feats_channels, num_classes, dropout))
 
@@ -140,8 +163,8 @@ class DeepLabV3Plus(Segmentor):
 
     def __init__(self, num_classes: int, *, in_channels: Sequence[int] = (256, 2048), feats_channels: int = 512,
                  shortcut_channels: int = 48, dilations: Sequence[int] = (1, 12, 24, 36), dropout: float = 0.1,
-                 backbone: ResNeSt | None = None, auxiliary_head: bool = False) -> None:
-        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head, dropout=dropout)
+                 backbone: ResNeSt | None = None, auxiliary_head: AuxiliaryHead = False) -> None:
+        super().__init__(backbone or resnest101_d8(), num_classes, auxiliary_head=auxiliary_head)
         low_channels, high_channels = in_channels
         self.aspp_net = DepthwiseSeparableASPP(high_channels, feats_channels, dilations)
         self.shortcut = nn.Sequential(*conv_bn_relu(low_channels, shortcut_channels))
@@ -162,12 +185,17 @@ SEGMENTOR_CLASSES: dict[str, type[Segmentor]] = {
 }
 
 
-def build_segmentor(entry: CheckpointEntry, *, auxiliary_head: bool = False) -> Segmentor:
-    """Build the (randomly initialised, eval-mode) architecture that ``entry``'s checkpoint was trained with."""
-    head: dict[str, Any] = dict(entry.head)
-    for key in ("in_channels", "pool_scales", "dilations"):
-        if isinstance(head.get(key), list):
-            head[key] = tuple(head[key])
-    model = SEGMENTOR_CLASSES[entry.segmentor](entry.num_classes, auxiliary_head=auxiliary_head, **head)
+def build_segmentor(source: ModelConfig | CheckpointEntry, *, auxiliary_head: bool = False) -> Segmentor:
+    """Build the (randomly initialised, eval-mode) network a config -- or a catalogue entry's config -- describes:
+    backbone from ``config.backbone``, head from ``config.head``, auxiliary head from ``config.auxiliary_head``."""
+    entry = source if isinstance(source, CheckpointEntry) else None
+    config = source.config if isinstance(source, CheckpointEntry) else source
+    model = SEGMENTOR_CLASSES[config.segmentor](
+        config.num_classes,
+        backbone=backbone_from_config(config.backbone),
+        auxiliary_head=config.auxiliary_head.kwargs() if auxiliary_head else False,
+        **config.head.kwargs(),
+    )
+    model.config = config
     model.entry = entry
     return model.eval()
