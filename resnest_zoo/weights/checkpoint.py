@@ -137,14 +137,6 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | N
     return segmentor, num_classes
 
 
-def _auxiliary_shapes(num_classes: int) -> dict[str, torch.Size]:
-    from ..models.heads import AuxiliaryFCNHead
-
-    with torch.device("meta"):
-        head = AuxiliaryFCNHead(1024, 512, num_classes)
-    return {AUXILIARY_PREFIX + k: v.shape for k, v in head.state_dict().items()}
-
-
 def _format_keys(keys: list[str], limit: int = 10) -> str:
     shown = ", ".join(keys[:limit])
     if len(keys) <= limit:
@@ -173,10 +165,9 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
         raise folded_model_error(source)
     expected = model.state_dict()
     provided = dict(state_dict)
-    num_classes = getattr(model, "num_classes", None)
     mis_shaped: list[str] = []
-    if not any(k.startswith(AUXILIARY_PREFIX) for k in expected) and num_classes is not None:
-        auxiliary_shapes = _auxiliary_shapes(num_classes)
+    if not any(k.startswith(AUXILIARY_PREFIX) for k in expected) and hasattr(model, "auxiliary_head_shapes"):
+        auxiliary_shapes = model.auxiliary_head_shapes()
         for key in [k for k in provided if k.startswith(AUXILIARY_PREFIX)]:
             if key in auxiliary_shapes:
                 if provided[key].shape != auxiliary_shapes[key]:
