@@ -19,11 +19,11 @@ from resnest_zoo.catalogue import catalogue, get_entry
 from resnest_zoo.cli import build_parser
 from resnest_zoo.cli.predict import iter_images as _iter_images
 
-from download_helpers import checkpoint_bytes, sha256
+from download_helpers import checkpoint_bytes, fitting_checkpoint_bytes, sha256
 from http_server import FileServer
 
 SCRIPT = Path(sys.executable).with_name("resnest-zoo")
-SUBCOMMANDS = ("list", "download", "verify", "export", "predict", "cache")
+SUBCOMMANDS = ("list", "download", "verify", "export", "predict", "eval", "cache")
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -44,15 +44,16 @@ def cache(tmp_path) -> Path:
 
 @pytest.fixture
 def mirror():
-    """A local HTTP server holding a small file under the published name of fcn/voc."""
+    """A local HTTP server holding a small file that fits fcn/voc, under its published name."""
     with FileServer() as server:
-        data = checkpoint_bytes(3)
+        data = fitting_checkpoint_bytes(3)
         server.add(f"mirror/{get_entry('fcn', 'voc').filename}", data)
         yield server, data
 
 
 def _online(server: FileServer, cache: Path) -> dict[str, str]:
-    return {"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_MIRROR": server.url("mirror"), "RESNEST_ZOO_CACHE": str(cache)}
+    return {"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_MIRROR": server.url("mirror"), "RESNEST_ZOO_CACHE": str(cache),
+            "RESNEST_ZOO_GITHUB_API": server.url("github-api")}  # never the real GitHub API
 
 
 # ------------------------------------------------------------------------------------------------- help
@@ -149,7 +150,7 @@ def test_cache_list_and_clear(mirror, cache):
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert run("cache", "clear", "fcn", "--cache-dir", str(cache), "--yes").returncode == 2
     cleared = run("cache", "clear", "fcn", "voc", "--yes", "--cache-dir", str(cache))
-    assert cleared.returncode == 0 and "1 file(s) removed" not in cleared.stdout  # checkpoint and its record
+    assert cleared.returncode == 0 and "2 file(s) removed" in cleared.stdout  # checkpoint and its record
     assert not (cache / get_entry("fcn", "voc").filename).exists()
     assert run("cache", "list", "--cache-dir", str(cache)).stdout.strip() == "the cache holds no resnest_zoo files"
 
@@ -261,3 +262,54 @@ def test_predict_with_an_unusable_checkpoint_exits_4(tmp_path):
 
 def test_installed_command_is_on_path_of_the_environment():
     assert shutil.which("resnest-zoo", path=str(SCRIPT.parent)) == str(SCRIPT)
+
+
+# ------------------------------------------------------------------------------ the cache: verify, read-only
+
+def test_cache_verify_reports_damage_and_fix_removes_it(mirror, cache):
+    server, data = mirror
+    assert run("download", "fcn", "voc", "-q", env=_online(server, cache)).returncode == 0
+    path = cache / get_entry("fcn", "voc").filename
+    healthy = run("cache", "verify", "--cache-dir", str(cache))
+    assert healthy.returncode == 0 and healthy.stdout.startswith(f"ok        {path}: sha256 {sha256(data)}")
+    assert "1 file(s) checked, 0 damaged" in healthy.stdout
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped on disk
+    damaged = run("cache", "verify", "--cache-dir", str(cache))
+    assert damaged.returncode == 3 and f"damaged   {path}: digest mismatch: sha256 expected {sha256(data)}" in damaged.stdout
+    assert "cache verify --fix" in damaged.stdout and path.exists()
+    fixed = run("cache", "verify", "--fix", "--cache-dir", str(cache))
+    assert fixed.returncode == 0 and f"{path}: digest mismatch" in fixed.stdout and " -- removed" in fixed.stdout
+    assert "1 file(s) checked, 1 damaged, 1 removed" in fixed.stdout and not path.exists()
+    assert run("download", "fcn", "voc", "-q", env=_online(server, cache)).returncode == 0 and path.read_bytes() == data
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An empty folder no one can write to, and the reason writing fails: chmod where that binds, a read-only
+    mount for root."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder, "Permission denied"
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"running as root, and no read-only folder can be made here: {mounted.stderr.strip()}")
+    try:
+        yield folder, "Read-only file system"
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_download_into_a_read_only_cache_folder_is_one_line_and_exit_3(mirror, cache, read_only_folder):
+    server, _ = mirror
+    folder, reason = read_only_folder
+    done = run("download", "fcn", "voc", "-q", "--cache-dir", str(folder), env=_online(server, cache))
+    assert done.returncode == 3, done.stderr
+    name = get_entry("fcn", "voc").filename
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot download {name}: the cache folder {folder} is not writable ({reason}). Choose a writable "
+        f"cache folder (--cache-dir, RESNEST_ZOO_CACHE or cache_dir=), or place {name} in it by hand."]

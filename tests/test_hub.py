@@ -20,7 +20,7 @@ def hub_points_at_this_checkout(monkeypatch):
 
 def test_hub_list_names_one_entry_point_per_checkpoint(hub_points_at_this_checkout):
     listed = torch.hub.list("owner/resnest_zoo", trust_repo=True)
-    assert sorted(listed) == sorted(ENTRY_POINTS + ["load"])
+    assert sorted(listed) == sorted(ENTRY_POINTS + ["load", "from_pretrained"])
     assert "deeplabv3plus_resnest101_cityscapes" in listed
 
 
@@ -55,3 +55,30 @@ def test_hub_load_local_with_weights(published_checkpoint):
     model = torch.hub.load(str(REPO_ROOT), "deeplabv3plus_resnest101_cityscapes", source="local",
                            weights=str(path), device="cpu")
     assert torch.equal(model.state_dict()["decoder.3.weight"], reference.state_dict()["decoder.3.weight"])
+
+
+def test_readme_says_list_and_help_need_a_github_repository():
+    """torch.hub.list/help parse their argument as "owner/name" and refuse a clone's path, as README says
+    (if a torch release accepts one, this fails and README should say so)."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`torch.hub.list` and `torch.hub.help`" in readme and "take only a GitHub repository" in readme
+    with pytest.raises(ValueError):
+        torch.hub.list(str(REPO_ROOT), trust_repo=True)
+    with pytest.raises(ValueError):
+        torch.hub.help(str(REPO_ROOT), "fcn_resnest101_voc", trust_repo=True)
+    assert 'torch.hub.load(path, "load", "pspnet", "ade20k", source="local")' in readme
+
+
+def test_the_names_resnest_zoo_list_shows_are_the_local_entry_points():
+    from resnest_zoo.cli import main
+
+    import contextlib
+    import io
+
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        assert main(["list"]) == 0
+    names = [line.split()[-1] for line in shown.getvalue().splitlines()[2:14]]
+    assert sorted(names) == ENTRY_POINTS
+    model = torch.hub.load(str(REPO_ROOT), names[0], source="local", pretrained=False, device="cpu")
+    assert isinstance(model, resnest_zoo.Segmentor)

@@ -598,3 +598,150 @@ def test_predict_works_for_every_catalogue_entry(photo):
         assert prediction.labels.shape == (48, 64) and prediction.labels.dtype == np.uint8, entry.name
         assert int(prediction.labels.max()) < entry.num_classes
         assert prediction.class_names == entry.class_names and len(prediction.palette) == entry.num_classes
+
+
+# ------------------------------------------------------------------------ issue 10: misuse, clearly refused
+def test_a_picture_one_pixel_thin_is_predicted(tiny):
+    """A 1 x 5000 picture: the keep-ratio resize would give it 0 rows; it keeps 1 (the reference fails here)."""
+    assert keep_ratio_size(1, 5000, (2048, 512)) == (1, 2048)
+    assert keep_ratio_size(5000, 1, (2048, 512)) == (2048, 1)
+    for shape in ((1, 5000, 3), (5000, 1, 3)):
+        prediction = tiny.predict(np.zeros(shape, np.uint8))
+        assert prediction.labels.shape == shape[:2]
+
+
+@pytest.mark.slow
+def test_a_picture_one_pixel_thin_runs_through_resnest(resnest):
+    model = resnest("deeplabv3plus", "cityscapes")  # resize target 2048 x 1024: the picture becomes 1 x 2048
+    prediction = model.predict(np.full((1, 5000, 3), 128, np.uint8))
+    assert prediction.labels.shape == (1, 5000) and int(prediction.labels.max()) < 19
+
+
+def test_every_error_in_a_batch_names_the_item(tiny, photo, tmp_path):
+    missing = tmp_path / "missing.png"
+    with pytest.raises(FileNotFoundError, match=rf"item 1 of the batch \('{missing}'\)"):
+        tiny.predict([photo, missing])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    with pytest.raises(ValueError, match=r"item 2 of the batch \('.*notes.txt'\): .*not an image file"):
+        tiny.predict([photo, photo, str(notes)])
+    batch = torch.rand(3, 3, 8, 8)
+    batch[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="item 2 of the batch: .*NaN"):
+        tiny.predict(batch)
+    with pytest.raises(ValueError, match="item 0 of the batch: it is itself a batch"):
+        tiny.predict([[photo]])
+
+
+def test_an_error_after_reading_names_the_item(fresh_tiny, photo, tmp_path, monkeypatch):
+    odd = tmp_path / "odd.png"
+    Image.fromarray(photo[:, :77]).save(odd)
+    real_resize = inference_module.resize_like_cv2
+
+    def resize(image, size):  # fails for the 77-pixel-wide picture only, after every input was read
+        if image.shape[2] == 77:
+            raise ValueError("cannot resize this one")
+        return real_resize(image, size)
+
+    monkeypatch.setattr(inference_module, "resize_like_cv2", resize)
+    with pytest.raises(ValueError, match=rf"^item 1 of the batch \('{odd}'\): cannot resize this one$"):
+        fresh_tiny.predict([photo, odd])
+
+    def forward(images):  # a failing forward pass shared by two equal-size pictures names both
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(fresh_tiny, "forward", forward)
+    with pytest.raises(RuntimeError, match=r"^items 0, 1 of the batch: out of memory$"):
+        fresh_tiny.predict([photo, photo])
+    with pytest.raises(RuntimeError, match=r"^out of memory$"):  # a single picture: nothing to name
+        fresh_tiny.predict(photo)
+
+
+def test_a_device_that_is_not_there_is_refused_and_the_model_stays(fresh_tiny, photo, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(resnest_zoo.DeviceNotAvailableError, match="no CUDA device is available.*found here: cpu"):
+        fresh_tiny.predict(photo, device="cuda")
+    with pytest.raises(resnest_zoo.DeviceNotAvailableError, match="'gpu' is not a device name"):
+        fresh_tiny.predict(photo, device="gpu")
+    assert next(fresh_tiny.parameters()).device.type == "cpu"
+
+
+def _raw_png_16bit(path: Path, grey: np.ndarray) -> Path:
+    """A 16-bit greyscale PNG written byte by byte (no Pillow), so that the file is what a scanner would write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    height, width = grey.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in grey)  # filter type 0 per row
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("pillow", ["installed", "before 10.3 (opens it as mode I)"])
+def test_a_16_bit_png_file_keeps_its_grey_levels(tiny, tmp_path, monkeypatch, pillow):
+    gradient = np.tile(np.linspace(0, 65535, 96).round().astype(np.uint16), (24, 1))
+    path = _raw_png_16bit(tmp_path / "gradient16.png", gradient)
+    if pillow != "installed":
+        from PIL import PngImagePlugin
+
+        monkeypatch.setitem(PngImagePlugin._MODES, (16, 0), ("I", "I;16B"))  # Pillow < 10.3's reading
+        assert Image.open(path).mode == "I"
+    expected = np.repeat((gradient >> 8).astype(np.uint8)[:, :, None], 3, axis=2)  # the high byte, as cv2.imread
+    for image in (path, str(path), Image.open(path)):
+        np.testing.assert_array_equal(parse_image(image).pixels.permute(1, 2, 0).numpy(), expected)
+    np.testing.assert_array_equal(tiny.predict(path).image, expected)
+
+
+def test_the_pillow_requirement_reads_16_bit_pngs():
+    """Pillow opens 16-bit greyscale PNGs as I;16 from 10.3 on (python-pillow/Pillow#7849)."""
+    import re
+
+    from packaging.requirements import Requirement
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pillow = Requirement(re.search(r'^\s*"([Pp]illow\b[^"]*)"', pyproject, flags=re.M).group(1))
+    assert "10.2.1" not in pillow.specifier and "10.3.0" in pillow.specifier
+
+
+@pytest.fixture
+def fresh_half_precision_warnings(monkeypatch):
+    """Forget the warnings already given in this process, and make the CPU's native dtypes what a test says."""
+    from resnest_zoo import devices
+
+    monkeypatch.setattr(devices, "_warned", set())
+
+    def native(*dtypes: torch.dtype) -> None:
+        monkeypatch.setattr(devices, "native_half_precision",
+                            lambda device, dtype: dtype == torch.float32 or dtype in dtypes)
+
+    return native
+
+
+def test_emulated_half_precision_warns_once_with_the_slowdown(fresh_tiny, photo, fresh_half_precision_warnings):
+    import warnings
+
+    fresh_half_precision_warnings()  # a CPU with neither bfloat16 nor float16 units
+    with pytest.warns(UserWarning, match="no native bfloat16 arithmetic.*about 7 times slower than float32; "
+                                         "float32 is the fastest here") as caught:
+        fresh_tiny.predict(photo, dtype=torch.bfloat16)
+    assert len(caught) == 1 and caught[0].filename == __file__  # points at the caller's line
+    with pytest.warns(UserWarning, match="no native float16.*more than 70 times slower"):
+        fresh_tiny.predict(photo, dtype=torch.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: the second call is silent
+        fresh_tiny.predict(photo, dtype=torch.bfloat16)
+
+
+def test_float16_on_a_cpu_with_native_bfloat16_suggests_bfloat16(fresh_tiny, photo, fresh_half_precision_warnings):
+    import warnings
+
+    fresh_half_precision_warnings(torch.bfloat16)
+    with pytest.warns(UserWarning, match="no native float16 .*this CPU has native bfloat16: use bfloat16 instead"):
+        fresh_tiny.predict(photo, dtype=torch.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native: no warning
+        fresh_tiny.predict(photo, dtype=torch.bfloat16)

@@ -62,6 +62,26 @@ def test_api_table_documents_exactly_the_public_surface():
     assert documented == set(resnest_zoo.__all__) - {"__version__"}
 
 
+def test_exit_code_table_is_the_commands_own():
+    """README's exit codes are cli/exit_codes.py's table (which --help prints too), row for row."""
+    from resnest_zoo.cli.exit_codes import MEANINGS, ExitCode
+
+    rows = [tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
+            for line in section("Command line").splitlines() if re.match(r"^\| `\d+` \|", line)]
+    assert rows == [(f"`{int(code)}`", MEANINGS[code]) for code in ExitCode]
+
+
+def test_command_line_section_names_every_option_of_predict_and_list():
+    from resnest_zoo.cli import build_parser
+
+    text = section("Command line")
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("predict", "list"):
+        for action in commands[name]._actions:
+            if action.option_strings and action.dest not in ("help", "cache_dir", "quiet", "alpha"):
+                assert any(flag in text for flag in action.option_strings), (name, action.option_strings)
+
+
 @pytest.fixture(scope="module")
 def served(published_checkpoint):
     """A local HTTP server holding full-size random checkpoints under their published names."""

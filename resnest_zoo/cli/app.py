@@ -1,13 +1,18 @@
 """The ``resnest-zoo`` command: its parser, and how every failure becomes one line and an exit code.
 
 Each command lives in its own module (:mod:`.checkpoints`, :mod:`.cache`, :mod:`.predict`) and adds its
-sub-parser through ``register``; the exit codes are those of :mod:`.exit_codes`.
+sub-parser through ``register``; the exit codes are those of :mod:`.exit_codes`. Warnings print as one line
+(``warning: ...``, no source line), and a reader that goes away (``resnest-zoo list | head -3``) ends the
+command quietly.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import (
@@ -15,6 +20,7 @@ from ..errors import (
     CheckpointMismatchError,
     CheckpointNotAvailableError,
     ConfigurationError,
+    DeviceNotAvailableError,
     IntegrityError,
     ResNeStZooError,
     UnknownModelError,
@@ -30,6 +36,7 @@ __all__ = ["build_parser", "main"]
 _ERROR_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (UnknownModelError, ExitCode.USAGE),
     (ConfigurationError, ExitCode.USAGE),
+    (DeviceNotAvailableError, ExitCode.USAGE),
     (CheckpointNotAvailableError, ExitCode.UNAVAILABLE),
     (IntegrityError, ExitCode.UNAVAILABLE),
     (UnsafeCheckpointError, ExitCode.UNUSABLE),
@@ -63,8 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``resnest-zoo`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        with _one_line_warnings():
+            try:
+                return _run(argv)
+            finally:
+                sys.stdout.flush()  # a reader that went away shows here, inside main, not at interpreter exit
+    except BrokenPipeError:
+        if not _output_closed():
+            raise
+        _discard_output()  # as Unix tools do: no message, nothing more written
+        return int(ExitCode.BROKEN_PIPE)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except CommandError as exc:
@@ -79,3 +99,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return int(code)
         raise
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
+    """``warnings.formatwarning`` for the command: ``warning: <message>`` on one line, no source file or line."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _output_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone away (rather than, say, a socket that broke)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # errors are always reported: POLLERR once the reader has closed
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no file descriptor
+        return True
+
+
+def _discard_output() -> None:
+    """Point standard output at the null device, so that the interpreter's last flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass

@@ -23,6 +23,10 @@ __all__ = ["register"]
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..weights.cache import cached_files
 
+    if args.urls:  # for machines without network: fetch these elsewhere, then copy them into the cache or a mirror
+        print_table([[e.segmentor, e.dataset, e.filename, e.url] for e in catalogue().values()],
+                    ["segmentor", "dataset", "file", "url"])
+        return ExitCode.OK
     cached = {(r.entry.segmentor, r.entry.dataset) for r in cached_files(args.cache_dir) if r.entry is not None}
     rows = [
         [e.segmentor, e.dataset, str(e.num_classes), f"{e.miou:.2f}", human_size(e.size),
@@ -78,6 +82,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def register(add) -> None:
     """Add the commands; ``add(name, help)`` returns a new sub-parser."""
     p = add("list", "Show the twelve catalogue entries: classes, reported mIoU, file size, whether cached.")
+    p.add_argument("--urls", action="store_true",
+                   help="instead, the file name and download URL of each checkpoint (to fetch them on another "
+                        "machine for one without network)")
     add_cache_dir(p)
     p.set_defaults(handler=_cmd_list)
 

@@ -13,21 +13,27 @@ Three steps, each matching the reference (sssegmentation) test pipeline ``Resize
 Accepted images (all become 8-bit RGB, because the checkpoints were trained and evaluated on 8-bit RGB):
 
 * ``str`` / ``os.PathLike``: an image file, decoded by Pillow; the EXIF orientation is applied (as OpenCV's
-  ``imread`` does). 16-bit greyscale files keep their high byte (as ``imread`` does for 16-bit PNGs).
+  ``imread`` does). 16-bit greyscale files keep their high byte (as ``imread`` does for 16-bit PNGs), also with
+  a Pillow older than 10.3, which opens 16-bit greyscale PNGs as 32-bit mode ``I``.
 * ``PIL.Image.Image`` of any mode: converted to RGB. The alpha channel of ``RGBA``/``LA``/``PA`` images (and
   the transparency of ``P`` images) is **discarded, not composited** -- what ``cv2.imread`` gives for such files.
-  ``I;16`` images keep their high byte; ``I`` and ``F`` images are converted by Pillow (values clipped to 0-255).
+  ``I;16`` images, and mode ``I`` images opened from a (16-bit) PNG file, keep their high byte; other ``I`` and
+  ``F`` images are converted by Pillow (values clipped to 0-255).
 * ``numpy.ndarray``: ``H x W`` (greyscale), ``H x W x 1``, ``H x W x 3`` (RGB) or ``H x W x 4`` (RGBA, alpha
   discarded); ``uint8`` (0-255) or floating point in ``[0, 1]`` (multiplied by 255 and rounded to 8 bits).
 * ``torch.Tensor``: ``H x W``, ``C x H x W`` or ``H x W x C`` with C in 1, 3, 4 (a 3-D tensor is read as CHW when
   its first dimension is 1, 3 or 4, otherwise as HWC), ``uint8`` 0-255 or floating point in ``[0, 1]`` as for
   numpy; a 4-D tensor is a batch ``N x C x H x W``. Tensors stay on their device.
-* ``list`` / ``tuple`` of the above single images: a batch.
+* ``list`` / ``tuple`` of the above single images: a batch. An error about one of its images, when it is read
+  or later, names it: ``item 2 of the batch ('photos/a.png'): ...``.
+
+A picture so thin that the keep-ratio resize would round one side to 0 pixels (``1 x 5000``) keeps 1 pixel there.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -42,6 +48,7 @@ __all__ = [
     "ACCEPTED_INPUTS",
     "as_image_batch",
     "parse_image",
+    "errors_naming",
     "keep_ratio_size",
     "resize_like_cv2",
     "normalize",
@@ -61,14 +68,66 @@ _COEF_SCALE = 1 << _COEF_BITS
 
 @dataclass
 class ParsedImage:
-    """One input image as an RGB ``uint8`` tensor ``(3, H, W)`` on the device it came on."""
+    """One input image as an RGB ``uint8`` tensor ``(3, H, W)`` on the device it came on, and which batch item
+    it is (``index``, and ``path`` when read from a file) so that later errors can name it."""
 
     pixels: torch.Tensor
+    index: int | None = None
+    path: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         """``(height, width)``."""
         return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+
+def _item_name(index: int, path: str | None) -> str:
+    return f"item {index} of the batch" + (f" ({path!r})" if path is not None else "")
+
+
+def _renamed(error: Exception, prefix: str) -> Exception:
+    """``error`` with ``prefix: `` before its message and of the same type; where that type cannot carry the new
+    message, its nearest built-in base (so ``except ValueError``/``except OSError`` still catch it)."""
+    message = f"{prefix}: {error}"
+
+    def same_kind() -> Exception:  # for a constructor that wants more than a message: same class and attributes
+        same = type(error).__new__(type(error))
+        same.__dict__.update(vars(error))
+        same.args = (message,)
+        return same
+
+    builtin_bases = [kind for kind in type(error).__mro__ if kind.__module__ == "builtins"]
+    for make in [lambda: type(error)(message), same_kind, *[lambda kind=kind: kind(message) for kind in builtin_bases]]:
+        try:
+            renamed = make()
+        except Exception:  # this one cannot be built from one message: try the next
+            continue
+        if str(renamed) == message:  # not an OSError whose text comes from its errno, nor a custom __str__
+            return renamed
+    return error  # not reached: Exception itself takes a message
+
+
+@contextmanager
+def _naming(prefix: str | None) -> Iterator[None]:
+    """Errors of the kinds ``predict`` raises (ValueError, TypeError, OSError, RuntimeError) raised inside get
+    ``prefix`` in front of their message; nothing changes when ``prefix`` is None."""
+    try:
+        yield
+    except (TypeError, ValueError, OSError, RuntimeError) as error:
+        if prefix is None:
+            raise
+        raise _renamed(error, prefix).with_traceback(error.__traceback__) from None
+
+
+def errors_naming(images: Sequence[ParsedImage]) -> AbstractContextManager[None]:
+    """A context in which an error names the batch items it concerns (``item 2 of the batch ('a.png')``, or
+    ``items 0, 1 of the batch`` for a forward pass they share); a no-op for a single image, not from a batch."""
+    items = [image for image in images if image.index is not None]
+    if not items:
+        return _naming(None)
+    if len(items) == 1:
+        return _naming(_item_name(items[0].index, items[0].path))
+    return _naming(f"items {', '.join(str(image.index) for image in items)} of the batch")
 
 
 def _describe(value: Any) -> str:
@@ -89,19 +148,22 @@ def as_image_batch(images: Any) -> tuple[list[ParsedImage], bool]:
     if isinstance(images, (list, tuple)):
         parsed = []
         for index, item in enumerate(images):
-            if isinstance(item, (list, tuple)) or (isinstance(item, torch.Tensor) and item.ndim == 4):
-                raise ValueError(f"item {index} of the batch is itself a batch ({_describe(item)}); "
-                                 f"nested batches are not accepted, pass one flat list of images")
-            try:
-                parsed.append(parse_image(item))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"item {index} of the batch: {exc}") from None
+            path = str(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else None
+            with _naming(_item_name(index, path)):
+                if isinstance(item, (list, tuple)) or (isinstance(item, torch.Tensor) and item.ndim == 4):
+                    raise ValueError(f"it is itself a batch ({_describe(item)}); nested batches are not "
+                                     f"accepted, pass one flat list of images")
+                parsed.append(ParsedImage(parse_image(item).pixels, index, path))
         return parsed, True
     if isinstance(images, torch.Tensor) and images.ndim == 4:
         if images.shape[1] not in (1, 3, 4):
             raise ValueError(f"a 4-D tensor is read as a batch N x C x H x W with C = 1, 3 or 4, got shape "
                              f"{tuple(images.shape)}; for channels-last batches use images.permute(0, 3, 1, 2)")
-        return [parse_image(image) for image in images], True
+        parsed = []
+        for index, image in enumerate(images):
+            with _naming(_item_name(index, None)):
+                parsed.append(ParsedImage(parse_image(image).pixels, index))
+        return parsed, True
     return [parse_image(images)], False
 
 
@@ -110,7 +172,7 @@ def parse_image(image: Any) -> ParsedImage:
     if isinstance(image, (str, os.PathLike)):
         return _from_numpy(_read_file(Path(image)), "image file")
     if isinstance(image, Image.Image):
-        return _from_numpy(_pil_to_numpy(image), "PIL image")
+        return _from_numpy(_pil_to_numpy(image, sixteen_bit=_is_16_bit_png(image)), "PIL image")
     if isinstance(image, np.ndarray):
         return _from_numpy(image, "numpy array")
     if isinstance(image, torch.Tensor):
@@ -126,16 +188,23 @@ def _read_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             opened.load()
+            sixteen_bit = _is_16_bit_png(opened)
             image = ImageOps.exif_transpose(opened)
-            return _pil_to_numpy(image)
+            return _pil_to_numpy(image, sixteen_bit=sixteen_bit)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"{str(path)!r} is not an image file Pillow can read ({exc}); "
                          f"expected a PNG, JPEG, BMP, TIFF, WebP ... picture") from None
 
 
-def _pil_to_numpy(image: Image.Image) -> np.ndarray:
-    """RGB uint8 ``H x W x 3``; alpha and transparency are discarded (see the module docs)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+def _is_16_bit_png(image: Image.Image) -> bool:
+    """A 16-bit greyscale PNG opened by Pillow before 10.3, as mode ``I`` (the only PNG that opens as ``I``)."""
+    return image.mode == "I" and getattr(image, "format", None) == "PNG"
+
+
+def _pil_to_numpy(image: Image.Image, *, sixteen_bit: bool = False) -> np.ndarray:
+    """RGB uint8 ``H x W x 3``; alpha and transparency are discarded (see the module docs). ``sixteen_bit``:
+    a mode ``I`` image that holds 16-bit data (0-65535) and keeps its high byte, as ``I;16`` images do."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N") or (sixteen_bit and image.mode == "I"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode == "RGBA":
@@ -229,12 +298,13 @@ def keep_ratio_size(height: int, width: int, target: Sequence[int]) -> tuple[int
     """``(new_height, new_width)`` of the reference's ``Resize(output_size=target, keep_ratio=True)``.
 
     The scale is the largest that fits the long side into ``max(target)`` and the short side into
-    ``min(target)``; each side is scaled and rounded half up, with the reference's exact float arithmetic.
+    ``min(target)``; each side is scaled and rounded half up, with the reference's exact float arithmetic. A side
+    that would round to 0 (a ``1 x 5000`` picture; the reference fails there) is kept at 1 pixel.
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height} x {width}")
     scale = min(max(target) / max(height, width), min(target) / min(height, width))
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def _linear_taps(source: int, destination: int, *, clamp_weights: bool) -> tuple[np.ndarray, ...]:
