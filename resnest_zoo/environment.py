@@ -22,6 +22,13 @@ __all__ = [
     "RETRIES",
     "RETRY_DELAY",
     "TIMEOUT",
+    "GITHUB_API",
+    "GITHUB_TOKEN",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "LAUNCHER_VARIABLES",
     "flag",
     "text",
     "number",
@@ -49,10 +56,22 @@ MIRROR = Variable("RESNEST_ZOO_MIRROR", "base URL or local folder tried before t
 OFFLINE = Variable("RESNEST_ZOO_OFFLINE", "1: never touch the network")
 HF_OFFLINE = Variable("HF_HUB_OFFLINE", "1: never touch the network (huggingface_hub's own switch, honoured too)")
 RETRIES = Variable("RESNEST_ZOO_RETRIES", "retries after a failed transfer (default 4)")
-RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY", "first backoff in seconds, doubling (default 1)")
+RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY",
+                       "backoff factor in seconds: retries wait 0, 2, 4, 8 ... times it, at most 30 s (default 1)")
 TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", "network timeout in seconds (default 30)")
+GITHUB_API = Variable("RESNEST_ZOO_GITHUB_API", "GitHub API base URL asked for release assets' size and digest "
+                      "(default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)")
+GITHUB_TOKEN = Variable("GITHUB_TOKEN", "token sent to that API when set (unauthenticated calls: 60 an hour)")
 
-VARIABLES: tuple[Variable, ...] = (CACHE, MIRROR, OFFLINE, HF_OFFLINE, RETRIES, RETRY_DELAY, TIMEOUT)
+VARIABLES: tuple[Variable, ...] = (CACHE, MIRROR, OFFLINE, HF_OFFLINE, RETRIES, RETRY_DELAY, TIMEOUT, GITHUB_API,
+                                   GITHUB_TOKEN)
+
+# Set by torchrun for each process it starts, never by hand; read by :mod:`resnest_zoo.distributed` alone.
+RANK = Variable("RANK", "this process's rank among all processes of the run (torchrun)")
+WORLD_SIZE = Variable("WORLD_SIZE", "number of processes of the run, all nodes together (torchrun)")
+LOCAL_RANK = Variable("LOCAL_RANK", "this process's rank on its node: the GPU it uses (torchrun)")
+LAUNCHER_VARIABLES: tuple[Variable, ...] = (RANK, WORLD_SIZE, LOCAL_RANK)
+LOCAL_WORLD_SIZE = Variable("LOCAL_WORLD_SIZE", "number of processes of the run on this node (torchrun)")
 
 
 def flag(variable: Variable) -> bool:

@@ -1,6 +1,8 @@
 """Exceptions raised by resnest_zoo: one class per kind of failure, all under :class:`ResNeStZooError`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ResNeStZooError",
     "UnknownModelError",
@@ -11,6 +13,16 @@ __all__ = [
     "CheckpointNotAvailableError",
     "IntegrityError",
     "ConfigurationError",
+    "InvalidClassesError",
+    "PretrainedNotFoundError",
+    "ConfigFormatError",
+    "ForeignConfigError",
+    "ConfigVersionError",
+    "DeviceNotAvailableError",
+    "OptionalDependencyError",
+    "UnsupportedOpsetError",
+    "RuntimeFileError",
+    "RuntimeModelMismatchError",
 ]
 
 
@@ -42,7 +54,14 @@ class UnsafeCheckpointError(ResNeStZooError, RuntimeError):
 
 
 class CheckpointNotAvailableError(ResNeStZooError, OSError):
-    """No source could supply the checkpoint (network errors, offline mode, digest mismatch ...)."""
+    """No source could supply the checkpoint (network errors, offline mode, digest mismatch, unwritable cache ...).
+
+    ``attempts`` lists ``(source, reason)`` for each source tried, in order.
+    """
+
+    def __init__(self, message: str, attempts: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.attempts: list[tuple[str, str]] = list(attempts)
 
 
 class IntegrityError(ResNeStZooError, OSError):
@@ -51,3 +70,80 @@ class IntegrityError(ResNeStZooError, OSError):
 
 class ConfigurationError(ResNeStZooError, ValueError):
     """A setting that cannot be used as given, such as an environment variable whose value does not parse."""
+
+
+class DeviceNotAvailableError(ResNeStZooError, ValueError):
+    """A ``device`` that cannot be used here: no such accelerator (``cuda`` without a GPU), an index past the
+    devices present (``cuda:3`` with two GPUs), or a name torch does not know."""
+
+
+class DatasetError(ResNeStZooError, ValueError):
+    """A dataset folder that cannot be evaluated as it is: a missing folder or split list, an image without its
+    annotation (or the reverse), sizes that differ, label values the dataset cannot contain. Names the file."""
+
+
+class ImageReadError(ResNeStZooError, ValueError):
+    """An input file that is not a readable image: missing or unreadable, empty, truncated, not an image, or a
+    decompression bomb (more pixels than Pillow's ``MAX_IMAGE_PIXELS``). ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # pickles with its two arguments (across processes)
+        return type(self), (self.path, self.reason)
+
+
+class OutputWriteError(ResNeStZooError, OSError):
+    """An output file that cannot be written (folder not writable, disk full ...); outputs already written are kept."""
+
+
+# --- models of one's own: new classes, saved folders (config.json) -------------------------------------------
+
+class InvalidClassesError(ResNeStZooError, ValueError):
+    """``num_classes``, ``class_names`` or ``palette`` that do not describe a set of classes: a count that is not a
+    positive integer, names of another length or repeated, colours that are not ``(classes, 3)`` integers in 0-255."""
+
+
+class PretrainedNotFoundError(ResNeStZooError, FileNotFoundError):
+    """No saved model where one was asked for: no such folder or Hub repository, or one without ``config.json``
+    or ``model.safetensors``."""
+
+
+class ConfigFormatError(ResNeStZooError, ValueError):
+    """A saved model's ``config.json`` that cannot be used: not JSON, or fields missing, unknown or of the wrong type."""
+
+
+class ForeignConfigError(ConfigFormatError):
+    """A ``config.json`` written by another library (transformers, timm ...), not by resnest_zoo."""
+
+
+class ConfigVersionError(ConfigFormatError):
+    """A ``config.json`` in a newer format than this resnest_zoo reads: upgrade the package to load it."""
+
+
+# --- runtime files and backends: ONNX, OpenVINO -----------------------------------------------------------------
+
+class OptionalDependencyError(ResNeStZooError, ImportError):
+    """A feature whose optional dependency is not installed (ONNX Runtime, OpenVINO, onnx); the message names the
+    ``pip install "resnest-zoo[...]"`` extra that provides it."""
+
+
+class UnsupportedOpsetError(ResNeStZooError, ValueError):
+    """An ONNX opset version the export cannot write; the message gives the supported range."""
+
+
+class RuntimeFileError(ResNeStZooError, ValueError):
+    """A file offered as a runtime model that resnest_zoo did not write: not ONNX or OpenVINO IR at all, a model
+    without resnest_zoo's format marker, a newer format version, or a format the chosen backend cannot run."""
+
+
+class RuntimeModelMismatchError(ResNeStZooError, ValueError):
+    """A runtime file written by resnest_zoo for another model than the one asked for: the segmentor, dataset,
+    classes, preprocessing or source checkpoint differ; the message lists each difference."""
+
+
+class OutputConflictError(ResNeStZooError, ValueError):
+    """Outputs that would write over an input, put two inputs' results in one file, or replace a file that batch
+    prediction did not write (without ``overwrite``); refused before any work."""

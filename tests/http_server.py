@@ -7,11 +7,11 @@
         ...
         server.bytes_served("ckpt.pth"), server.log    # what was transferred
 
-Faults: ``status(code)`` answers with that status; ``drop(after)`` sends the headers and ``after`` body bytes,
-then resets the connection; ``truncate(after)`` sends ``after`` body bytes and closes cleanly;
+Faults: ``status(code, headers)`` answers with that status (and headers); ``drop(after)`` sends the headers
+and ``after`` body bytes, then resets the connection; ``truncate(after)`` sends ``after`` body bytes and closes cleanly;
 ``corrupt()`` sends the full length with wrong bytes; ``stall(seconds)`` waits before answering;
 ``ignore_range()`` answers a range request with the whole file (200). ``server.delay(path, seconds)``
-sleeps between 64 KiB chunks of every answer (a slow link).
+sleeps between 64 KiB chunks of every answer (a slow link). The log notes each request's ``Authorization``.
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ CHUNK = 64 * 1024
 class Fault:
     kind: str
     value: float = 0
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def status(cls, code: int) -> Fault:
-        return cls("status", code)
+    def status(cls, code: int, headers: dict[str, str] | None = None) -> Fault:
+        return cls("status", code, tuple((headers or {}).items()))
 
     @classmethod
     def drop(cls, after: int) -> Fault:
@@ -81,6 +82,7 @@ class Request:
     range: str | None
     status: int
     body_bytes: int
+    authorization: str | None = None
 
 
 class _Abort(Exception):
@@ -123,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(404, b"not found", path, range_header)
             return
         if fault is not None and fault.kind == "status":
-            self._simple(int(fault.value), b"injected failure", path, range_header)
+            self._simple(int(fault.value), b"injected failure", path, range_header, dict(fault.headers))
             return
         start, status = 0, 200
         if range_header and not (fault is not None and fault.kind == "ignore_range"):
@@ -137,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.send_header("Connection", "close")
             self.end_headers()
-            owner._log(Request(self.command, path, range_header, 416, 0))
+            owner._log(self._request(path, range_header, 416, 0))
             return
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
@@ -153,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         if head:
-            owner._log(Request(self.command, path, range_header, status, 0))
+            owner._log(self._request(path, range_header, status, 0))
             return
         limit = resource.size
         if fault is not None and fault.kind in ("drop", "truncate"):
@@ -176,22 +178,28 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (a test cancelled it)
         finally:
-            owner._log(Request(self.command, path, range_header, status, sent))
+            owner._log(self._request(path, range_header, status, sent))
         if fault is not None and fault.kind == "drop":
             # RST instead of FIN: the client sees "connection reset" in the middle of the body
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             raise _Abort()
 
-    def _simple(self, status: int, body: bytes, path: str, range_header: str | None) -> None:
+    def _request(self, path: str, range_header: str | None, status: int, sent: int) -> Request:
+        return Request(self.command, path, range_header, status, sent, self.headers.get("Authorization"))
+
+    def _simple(self, status: int, body: bytes, path: str, range_header: str | None,
+                headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.close_connection = True
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.owner._log(Request(self.command, path, range_header, status, 0))
+        self.server.owner._log(self._request(path, range_header, status, 0))
 
 
 class _Server(ThreadingHTTPServer):

@@ -7,30 +7,21 @@ import warnings
 import pytest
 
 import resnest_zoo
-from resnest_zoo.weights.cache import partial_path
+from resnest_zoo.weights import cache as cache_module
+from resnest_zoo.weights.cache import partials, record_path
 from resnest_zoo.weights.sources import download_entry, download_url
 from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
-from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning, record_path
+from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.weights.transfer import RetryPolicy
 
-from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256
+from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
+from download_helpers import fast_settings, fitting_checkpoint_bytes, local_entry, quietly, sha256
 from http_server import Fault, FileServer
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
 def data() -> bytes:
-    return checkpoint_bytes(seed=1)
+    return fitting_checkpoint_bytes(seed=1)
 
 
 @pytest.fixture
@@ -82,10 +73,11 @@ def test_download_cut_in_half_resumes_in_the_next_call(server, data, cache):
     assert "connection closed before the end of the body) (gave up after 1 attempt)" in str(info.value)
     target = cache / entry.filename
     assert not target.exists(), "a partial file must never sit under the final name"
-    kept = partial_path(target).stat().st_size
+    (partial,) = partials(target)
+    kept = partial.stat().st_size
     assert 0 < kept <= len(data) // 2
     got = _get(entry, cache)
-    assert got.path.read_bytes() == data and not partial_path(target).exists()
+    assert got.path.read_bytes() == data and partials(target) == [] and _leftovers(cache) == []
     assert server.requests()[-1].range == f"bytes={kept}-"
     assert len(data) <= server.bytes_served() <= len(data) + 64 * 1024  # at most the last read buffer twice
 
@@ -125,7 +117,7 @@ def test_wrong_bytes_fail_verification_and_nothing_is_left(server, data, cache, 
     with pytest.raises(CheckpointNotAvailableError) as info:
         _get(entry, cache, **options)
     message = str(info.value)
-    assert f"digest mismatch: sha256 expected {sha256(data)}, found " in message
+    assert f"digest mismatch: sha256 expected {sha256(data)} ({'the catalogue' if pinned else 'sha256='}" in message
     assert "the downloaded file was deleted" in message
     assert not (cache / entry.filename).exists() and _leftovers(cache) == []
     assert _get(entry, cache, **options).path.read_bytes() == data  # the next try starts clean
@@ -145,7 +137,7 @@ def test_partial_of_a_file_changed_upstream_is_not_spliced(server, data, cache):
     no_retry = fast_settings(policy=RetryPolicy(retries=0, delay=0.01, timeout=5.0))
     with pytest.raises(CheckpointNotAvailableError):
         _get(entry, cache, settings=no_retry)
-    new_version = checkpoint_bytes(seed=2)
+    new_version = fitting_checkpoint_bytes(seed=2)
     server.add(f"releases/{entry.filename}", new_version)  # new ETag: If-Range makes the server send it all
     got = _get(entry, cache)
     assert got.path.read_bytes() == new_version
@@ -162,7 +154,7 @@ def test_stalled_server_times_out_and_is_reported(server, data, cache):
 
 
 def test_slow_but_steady_server_is_not_cut_off(server, cache):
-    small = checkpoint_bytes(seed=3, width=256)
+    small = fitting_checkpoint_bytes(seed=3, padding=400_000)
     entry = local_entry(server, small)
     server.delay(f"releases/{entry.filename}", 0.1)  # ~12 chunks: about 1.2 s in all, 0.1 s between packets
     got = _get(entry, cache, settings=fast_settings(policy=RetryPolicy(retries=0, timeout=0.6)))
@@ -173,7 +165,7 @@ def test_size_disagreeing_with_the_catalogue_is_refused_before_downloading(serve
     entry = local_entry(server, data, size=len(data) + 1)
     with pytest.raises(CheckpointNotAvailableError, match=f"the server's file is {len(data)} bytes, the catalogue says"):
         _get(entry, cache)
-    assert not partial_path(cache / entry.filename).exists() and not (cache / entry.filename).exists()
+    assert partials(cache / entry.filename) == [] and not (cache / entry.filename).exists()
 
 
 def test_every_source_is_named_with_its_reason(server, data, cache, tmp_path):
@@ -197,8 +189,9 @@ def test_every_source_is_named_with_its_reason(server, data, cache, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- sources
 
-def test_mirror_url_from_the_environment_comes_first(server, data, cache, monkeypatch):
+def test_mirror_url_from_the_environment_comes_first(server, cache, monkeypatch):
     entry = resnest_zoo.get_entry("pspnet", "ade20k")
+    data = fitting_checkpoint_bytes(segmentor="pspnet", dataset="ade20k")
     server.add(f"mirror/{entry.filename}", data)
     monkeypatch.setenv("RESNEST_ZOO_MIRROR", server.url("mirror/"))
     monkeypatch.setenv("RESNEST_ZOO_CACHE", str(cache))
@@ -273,12 +266,13 @@ def test_unpinned_entry_records_its_first_digest_and_catches_tampering(server, d
     assert len(server.requests()) == 2
 
     got.path.write_bytes(bytes(tampered))
-    server.add(f"releases/{entry.filename}", checkpoint_bytes(seed=9))  # and upstream changed meanwhile
+    server.add(f"releases/{entry.filename}", fitting_checkpoint_bytes(seed=9))  # and upstream changed meanwhile
     with pytest.raises(CheckpointNotAvailableError) as info:
         _get(entry, cache)
     message = str(info.value)
-    assert f"cached file {got.path}: failed verification (sha256 expected {sha256(data)}" in message
-    assert "record of the first download" in message and not got.path.exists()
+    assert f"cached file {got.path}: failed verification (digest mismatch: sha256 expected {sha256(data)}" in message
+    assert f"the record of its first download, {record}" in message and not got.path.exists()
+    assert f"if the published file really changed, delete the record {record}" in message
 
 
 def test_corrupted_cached_file_is_deleted_even_offline(server, data, cache):
@@ -287,7 +281,7 @@ def test_corrupted_cached_file_is_deleted_even_offline(server, data, cache):
     got.path.write_bytes(data[:-10])
     with pytest.raises(CheckpointNotAvailableError) as info:
         _get(entry, cache, settings=fast_settings(offline=True))
-    assert "failed verification" in str(info.value) and "deleted" in str(info.value)
+    assert "failed verification (digest mismatch" in str(info.value) and f"removed {got.path}" in str(info.value)
     assert not got.path.exists()
 
 
@@ -303,15 +297,13 @@ def test_force_downloads_again_and_replaces_the_copy_only_once_verified(server, 
 
 
 def test_read_only_cache_is_verified_in_place(server, data, cache, monkeypatch):
-    from resnest_zoo.weights import sources as download_module
-
     entry = local_entry(server, data, pinned=True)
     _get(entry, cache)
 
     def read_only(path):
         raise PermissionError(13, "Read-only file system", str(path))
 
-    monkeypatch.setattr(download_module, "file_lock", read_only)
+    monkeypatch.setattr(cache_module, "FileLock", read_only)
     assert _get(entry, cache).path == cache / entry.filename
     (cache / entry.filename).write_bytes(data[:-1])
     with pytest.raises(CheckpointNotAvailableError, match="not writable .* so it was not deleted: delete or replace"):
@@ -370,21 +362,24 @@ def test_cached_files_and_clear_cache(server, data, cache):
         _get(city, cache, settings=fast_settings(policy=RetryPolicy(retries=0)))
     download_url(server.add("x/y.pth", data), cache_dir=cache, progress=False, sha256=sha256(data),
                  settings=fast_settings())
-    records = {(r.kind, r.entry.name if r.entry else None, r.path.name, r.size) for r in resnest_zoo.cached_files(cache)}
-    kept = (cache / (city.filename + ".incomplete")).stat().st_size
+    (partial,) = partials(cache / city.filename)
+    note = cache_module.note_path(partial)
+    kept = partial.stat().st_size
     assert 0 < kept <= 200_000
+    records = {(r.kind, r.entry.name if r.entry else None, r.path.name, r.size, r.in_use)
+               for r in resnest_zoo.cached_files(cache)}
     assert records == {
-        ("checkpoint", voc.name, voc.filename, len(data)),
-        ("partial", city.name, city.filename + ".incomplete", kept),
-        ("checkpoint", None, "y.pth", len(data)),
+        ("checkpoint", voc.name, voc.filename, len(data), False),
+        ("partial", city.name, partial.name, kept, False),  # let go by the attempt that stopped: no owner
+        ("temporary", city.name, note.name, note.stat().st_size, False),
+        ("checkpoint", None, "y.pth", len(data), False),
     }
     removed = resnest_zoo.clear_cache(cache, segmentor="fcn", dataset="voc")
     assert sorted(p.name for p in removed) == [voc.filename, voc.filename + ".sha256"]
     with pytest.raises(ValueError, match="both segmentor and dataset, or neither"):
         resnest_zoo.clear_cache(cache, segmentor="fcn")
     removed = resnest_zoo.clear_cache(cache)
-    assert {p.name for p in removed} == {city.filename + ".incomplete", city.filename + ".incomplete.json",
-                                         "y.pth", "y.pth.sha256"}
+    assert {p.name for p in removed} == {partial.name, note.name, "y.pth", "y.pth.sha256"}
     assert resnest_zoo.cached_files(cache) == [] and resnest_zoo.cached_files(cache / "absent") == []
 
 

@@ -3,11 +3,6 @@ published layout end to end, and several processes downloading one checkpoint at
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -22,24 +17,19 @@ from resnest_zoo.errors import CheckpointMismatchError, IntegrityError, UnsafeCh
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 
 from conftest import REPO_ROOT
-from download_helpers import checkpoint_bytes, fast_settings, isolate, local_entry, quietly, sha256
-from http_server import FileServer
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
+from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
+from download_helpers import checkpoint_bytes, fast_settings, fitting_checkpoint_bytes, local_entry, quietly
+from download_helpers import WORKER_GUARD, WORKER_START, run_together, sha256, use_tiny_models
 
 
 @pytest.fixture
 def cache(tmp_path):
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    use_tiny_models(monkeypatch)
 
 
 def _state(entry, cache, **options):
@@ -58,7 +48,7 @@ def _assert_equal(actual, expected):
 
 # ------------------------------------------------------------------------------------------- fast reload
 
-def test_first_load_keeps_a_model_only_safetensors_copy_and_reloads_from_it(server, cache):
+def test_first_load_keeps_a_model_only_safetensors_copy_and_reloads_from_it(server, cache, tiny_models):
     data = checkpoint_bytes(seed=4)  # model + epoch + optimizer, as published
     entry = local_entry(server, data)
     state, source = _state(entry, cache)
@@ -79,7 +69,7 @@ def test_first_load_keeps_a_model_only_safetensors_copy_and_reloads_from_it(serv
     assert source.startswith(str(copy)) and f"sha256 {sha256(data)}" in source
 
 
-def test_copy_made_from_another_file_is_ignored_and_replaced(server, cache):
+def test_copy_made_from_another_file_is_ignored_and_replaced(server, cache, tiny_models):
     data = checkpoint_bytes(seed=5)
     entry = local_entry(server, data, pinned=True)
     _state(entry, cache)
@@ -93,7 +83,7 @@ def test_copy_made_from_another_file_is_ignored_and_replaced(server, cache):
         assert handle.metadata()["source_sha256"] == sha256(data)  # and the copy was rebuilt
 
 
-def test_unreadable_copy_is_reported_and_rebuilt(server, cache):
+def test_unreadable_copy_is_reported_and_rebuilt(server, cache, tiny_models):
     data = checkpoint_bytes(seed=6)
     entry = local_entry(server, data, pinned=True)
     _state(entry, cache)
@@ -105,7 +95,7 @@ def test_unreadable_copy_is_reported_and_rebuilt(server, cache):
     assert read_state_dict(copy).keys() == state.keys()
 
 
-def test_copy_of_an_unpinned_entry_needs_the_first_download_record(server, cache):
+def test_copy_of_an_unpinned_entry_needs_the_first_download_record(server, cache, tiny_models):
     data = checkpoint_bytes(seed=7)
     entry = local_entry(server, data)
     _state(entry, cache)
@@ -118,7 +108,7 @@ def test_copy_of_an_unpinned_entry_needs_the_first_download_record(server, cache
 def test_local_weights_with_wrong_sha256_are_refused_and_kept(tmp_path):
     path = tmp_path / "mine.pth"
     path.write_bytes(checkpoint_bytes(seed=8))
-    with pytest.raises(IntegrityError, match=r"mine.pth failed verification against sha256=: sha256 expected 3333"):
+    with pytest.raises(IntegrityError, match=r"mine.pth failed verification: digest mismatch: sha256 expected 3{64} "):
         checkpoint_state_dict(resnest_zoo.get_entry("fcn", "voc"), weights=path, sha256="3" * 64)
     assert path.exists()  # a user's own file is never deleted
 
@@ -149,6 +139,7 @@ def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(serve
         _state(entry, cache, weights=url)
     assert not marker.exists()
     assert not safetensors_path(cache, entry).exists()
+    assert [p for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts] == []  # nothing of it kept
 
     evil = tmp_path / "evil.pth"  # the payload is real: an unsafe load would have run it
     evil.write_bytes(data)
@@ -216,20 +207,7 @@ def test_export_writes_model_only_safetensors_in_float32_and_float16(tmp_path, t
 
 # --------------------------------------------------------------------------------------------- processes
 
-_WORKER = """
-import json, socket, sys, time
-from pathlib import Path
-ready, go = Path(sys.argv[1]), Path(sys.argv[2])
-real_getaddrinfo = socket.getaddrinfo
-def local_only(host, *args, **kwargs):  # the same guard as the tests: never the internet
-    if host not in ("127.0.0.1", "localhost"):
-        raise socket.gaierror(socket.EAI_NONAME, "test guard: " + str(host))
-    return real_getaddrinfo(host, *args, **kwargs)
-socket.getaddrinfo = local_only
-import resnest_zoo
-ready.touch()
-while not go.exists():
-    time.sleep(0.005)
+_WORKER = WORKER_GUARD + "import resnest_zoo\n" + WORKER_START + """
 path = resnest_zoo.download("fcn", "voc", progress=False)
 print(json.dumps({"path": str(path), "sha256": resnest_zoo.verify(path).sha256}))
 """
@@ -237,28 +215,14 @@ print(json.dumps({"path": str(path), "sha256": resnest_zoo.verify(path).sha256})
 
 @pytest.mark.slow
 def test_four_processes_download_one_new_checkpoint_once(server, tmp_path):
-    data = checkpoint_bytes(seed=10, width=1024)  # ~10 MB, served over ~1 s so the downloads overlap
+    data = fitting_checkpoint_bytes(seed=10, padding=10_000_000)  # ~10 MB, served over ~1 s so the downloads overlap
     entry = resnest_zoo.get_entry("fcn", "voc")
     server.add(f"mirror/{entry.filename}", data)
     server.delay(f"mirror/{entry.filename}", 0.006)
     cache = tmp_path / "shared-cache"
-    env = {**os.environ, "RESNEST_ZOO_MIRROR": server.url("mirror"), "RESNEST_ZOO_CACHE": str(cache),
+    env = {"RESNEST_ZOO_MIRROR": server.url("mirror"), "RESNEST_ZOO_CACHE": str(cache),
            "RESNEST_ZOO_RETRY_DELAY": "0.01", "PYTHONPATH": str(REPO_ROOT)}
-    workers = []
-    for index in range(4):
-        ready, go = tmp_path / f"ready{index}", tmp_path / "go"
-        workers.append((ready, subprocess.Popen([sys.executable, "-c", _WORKER, str(ready), str(go)], env=env,
-                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    deadline = time.monotonic() + 120
-    while not all(ready.exists() for ready, _ in workers):
-        assert time.monotonic() < deadline and all(p.poll() is None for _, p in workers), "a worker failed to start"
-        time.sleep(0.02)
-    (tmp_path / "go").touch()
-    results = []
-    for _, process in workers:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = run_together(_WORKER, 4, env, tmp_path)
     assert {r["path"] for r in results} == {str(cache / entry.filename)}
     assert {r["sha256"] for r in results} == {sha256(data)}
     gets = server.requests()

@@ -95,7 +95,8 @@ def served(published_checkpoint):
 def _environment(server: FileServer, cache: Path) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("RESNEST_ZOO_", "HF_HUB_OFFLINE"))}
     environment.update({"RESNEST_ZOO_MIRROR": server.url("assets"), "RESNEST_ZOO_CACHE": str(cache),
-                        "RESNEST_ZOO_RETRIES": "0", "NO_PROXY": "127.0.0.1", "CUDA_VISIBLE_DEVICES": ""})
+                        "RESNEST_ZOO_RETRIES": "0", "NO_PROXY": "127.0.0.1", "CUDA_VISIBLE_DEVICES": "",
+                        "RESNEST_ZOO_GITHUB_API": server.url("github-api")})  # never the real GitHub API
     return environment
 
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
 
-from ..catalogue import CheckpointEntry, get_entry
-from ..models.segmentor import build_segmentor
-from ..weights.checkpoint import load_into, read_state_dict
+from ..catalogue import get_entry
+from ..weights.checkpoint import check_fits, read_state_dict
 from ..weights.integrity import check_digest, normalise_sha256, verify
 from ..weights.model_file import write_model_file
 from ..weights.sources import download_entry, download_url, is_url
@@ -44,21 +42,12 @@ def export(
     if weights is None:
         source = download_entry(entry, cache_dir=cache_dir, progress=progress, sha256=sha256)
     elif is_url(os.fspath(weights)):
-        source = download_url(os.fspath(weights), cache_dir=cache_dir, progress=progress, sha256=sha256)
+        source = download_url(os.fspath(weights), cache_dir=cache_dir, progress=progress, sha256=sha256, entry=entry)
     else:
         source = verify(weights)
         if sha256 is not None:
             check_digest(source.path, sha256, found=source.sha256, what="sha256=")
     state_dict = read_state_dict(source.path)
-    _check_fits(entry, state_dict, str(source.path))
+    check_fits(entry, state_dict, str(source.path))
     name = Path(entry.filename).stem + _EXPORT_SUFFIX[dtype] + ".safetensors"
     return write_model_file(state_dict, Path(out_dir) / name, entry=entry, source_sha256=source.sha256, dtype=dtype)
-
-
-def _check_fits(entry: CheckpointEntry, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointMismatchError unless the tensors fit the entry's model (checked on the meta device)."""
-    with torch.device("meta"):
-        model = build_segmentor(entry, auxiliary_head=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
-        load_into(model, state_dict, source=source)

@@ -10,21 +10,26 @@ Accepted layouts (all found in the wild for these models):
 
 ``.pth`` files are always unpickled with ``torch.load(weights_only=True)``: a file that would import or call
 anything is refused (:class:`UnsafeCheckpointError`) before any of its code runs. Zip-format files are
-memory-mapped, so the optimizer state of a training file is never read into memory.
+memory-mapped, so the optimizer state of a training file is never read into memory. A file that is none of
+these (an HTML error page, random bytes, an empty or truncated file) raises :class:`CheckpointFormatError`
+saying what it holds. :func:`check_fits` is the strict-load check, on the meta device, that a file's tensors
+fit a catalogue entry: downloads pass it before they are trusted, and ``export`` before it writes.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
+import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..catalogue import CheckpointEntry
 from ..errors import CheckpointFormatError, CheckpointMismatchError, UnsafeCheckpointError
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "extract_state_dict",
     "load_into",
     "describe_state_dict",
+    "check_fits",
     "is_safetensors_file",
     "AUXILIARY_PREFIX",
 ]
@@ -50,66 +56,97 @@ def is_safetensors_file(path: str | os.PathLike[str]) -> bool:
     return 0 < header_length <= os.path.getsize(path) - 8
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The model tensors held by a checkpoint file, on the CPU, with any ``module.`` prefix removed."""
+def read_state_dict(path: str | os.PathLike[str], *, source: str | None = None) -> dict[str, torch.Tensor]:
+    """The model tensors held by a checkpoint file, on the CPU, with any ``module.`` prefix removed.
+
+    ``source`` names the file in error messages (default: its path).
+    """
     path = Path(path)
+    name = source or str(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".safetensors"))[:5]
+        raise CheckpointFormatError(f"{name} is a folder, not a checkpoint file: pass the file itself"
+                                    + (f" (checkpoint files in it: {', '.join(inside)})" if inside else ""))
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint file {name!r} does not exist")
     if is_safetensors_file(path):
         from safetensors.torch import load_file
 
         try:
-            return extract_state_dict(load_file(str(path), device="cpu"), source=str(path))
+            return extract_state_dict(load_file(str(path), device="cpu"), source=name)
+        except CheckpointFormatError:
+            raise
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise CheckpointFormatError(f"{path} looks like a safetensors file but could not be read: {exc}") from exc
-    return extract_state_dict(_torch_load_safely(path), source=str(path))
+            raise CheckpointFormatError(f"{name} looks like a safetensors file but could not be read: {exc}") from exc
+    return extract_state_dict(_torch_load_safely(path, name), source=name)
 
 
-def _torch_load_safely(path: Path) -> Any:
-    mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
+def _torch_load_safely(path: Path, name: str) -> Any:
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    zipped = head.startswith(b"PK\x03\x04")  # the format of torch.save since 1.6
+    if not zipped and not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        raise CheckpointFormatError(f"{name} is not a readable PyTorch checkpoint or safetensors file: "
+                                    f"{_describe_bytes(head, path.stat().st_size)}, where a PyTorch file starts as a "
+                                    "zip archive ('PK') or a pickle (0x80) and a safetensors file with its header")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise _format_error(path, exc) from exc
+        refused = re.search(r"Unsupported global:[^\n]*?(?= was not an allowed global|\n|$)", str(exc))
+        if refused is None:  # not a call the safe unpickler refused: damaged or not a torch file
+            raise _format_error(name, exc) from None
         raise UnsafeCheckpointError(
-            f"refused to load {path}: unpickling it would import or call code outside plain tensors and "
-            f"containers ({_unsupported_global(str(exc))}). Nothing from the file was executed. Checkpoints published for these "
-            "models hold tensors only; get the file from the catalogue URL, or convert a trusted file "
+            f"refused to load {name}: unpickling it would import or call code outside plain tensors and "
+            f"containers ({refused.group(0).strip()}). Nothing from the file was executed. Checkpoints published "
+            "for these models hold tensors only; get the file from the catalogue URL, or convert a trusted file "
             "with `resnest-zoo export`."
         ) from None
     except Exception as exc:  # torch raises many types for damaged files; all mean the same to the user
-        raise _format_error(path, exc) from exc
+        raise _format_error(name, exc) from exc
 
 
-def _format_error(path: Path, exc: BaseException) -> CheckpointFormatError:
-    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-    return CheckpointFormatError(
-        f"{path} is not a readable PyTorch checkpoint or safetensors file ({type(exc).__name__}: {detail}). "
-        "It may be truncated or corrupted: delete it and download it again."
-    )
+def _describe_bytes(head: bytes, size: int) -> str:
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    text = head[:40].decode("utf-8", errors="replace")
+    if text.isprintable():
+        return f"it holds text ({size} bytes), starting {text!r}"
+    return f"its {size} bytes start with {head[:8].hex(' ')}"
 
 
-def _unsupported_global(message: str) -> str:
-    match = re.search(r"Unsupported (?:global|operand)[^\n]*", message)
-    return match.group(0).strip() if match else "unsupported pickle content"
+def _format_error(name: str, exc: BaseException) -> CheckpointFormatError:
+    text = str(exc)
+    stopped = re.search(r"Unsupported operand[^\n]*", text)
+    if stopped is not None:  # a pickle, but not one torch.save wrote
+        return CheckpointFormatError(f"{name} is not a readable PyTorch checkpoint: a pickle, but not one torch.save "
+                                     f"wrote, or a damaged one (the safe unpickler stopped at: "
+                                     f"{stopped.group(0).strip()}).")
+    detail = text.strip().split(". ")[0] if text.strip() else "no detail"
+    return CheckpointFormatError(f"{name} is truncated or corrupted: it starts as a PyTorch file, but reading it "
+                                 f"failed ({type(exc).__name__}: {detail}).")
 
 
 def extract_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Find the model state dict inside a loaded checkpoint object (see the module docstring for layouts)."""
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(f"{source} holds a {type(obj).__name__}, expected a dict of tensors or {{'model': ...}}")
+    where = None
     for key in ("model", "state_dict"):
         inner = obj.get(key)
         if isinstance(inner, Mapping):
-            obj = inner
+            obj, where = inner, key
             break
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors or len(tensors) != len(obj):
-        non_tensor = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))[:8]
+        non_tensor = sorted(f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor))
+        counts = f"{len(tensors)} tensors and {len(non_tensor)} other entries: {', '.join(non_tensor[:8])}"
+        if where is None:
+            found = f"top-level keys are {sorted(map(str, obj))[:8]}" + (f", with {counts}" if obj else "")
+        else:
+            found = f"its {where!r} entry " + (f"holds {counts}" if obj else "is empty")
         raise CheckpointFormatError(
-            f"{source} has no state dict: top-level keys are {sorted(map(str, obj))[:8]}; expected a 'model' or "
-            f"'state_dict' entry or a flat dict of tensors (non-tensor entries: {non_tensor})"
+            f"{source} has no state dict: {found}. Expected a 'model' or 'state_dict' entry holding tensors, or "
+            "a flat dict of tensors."
         )
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
@@ -149,7 +186,7 @@ def _format_keys(keys: list[str], limit: int = 10) -> str:
 
 
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
-              assign: bool = False) -> None:
+              assign: bool = False, reinitialised: Collection[str] = ()) -> None:
     """Copy ``state_dict`` into ``model`` strictly (``assign=True``: use its tensors as the model's, which is
     how a model built on the meta device gets its weights without allocating them twice).
 
@@ -158,6 +195,10 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
     dropped when the model was built without it. Anything else raises :class:`CheckpointMismatchError`
     listing the missing, unexpected and mis-shaped keys, and naming the catalogue entry the file looks
     like when it belongs to another segmentor or dataset.
+
+    ``reinitialised`` (new classes, issue 14) names the model tensors that keep the model's own values -- a
+    classifier freshly initialised for another class count: the file's tensors of those names are not used,
+    whatever their shape. Only those names are exempt; everything else is as strict as above.
     """
     if getattr(model, "batchnorm_folded", False):
         from ..models.optimize import folded_model_error
@@ -165,6 +206,15 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
         raise folded_model_error(source)
     expected = model.state_dict()
     provided = dict(state_dict)
+    # --- reinitialised tensors: the model's own replace the file's (an auxiliary one may be absent from the model)
+    unknown = [k for k in reinitialised if k not in expected and not k.startswith(AUXILIARY_PREFIX)]
+    if unknown:
+        raise ValueError(f"reinitialised names tensors the model does not have: {', '.join(unknown)}")
+    for key in reinitialised:
+        provided.pop(key, None)
+        if key in expected:
+            provided[key] = expected[key]
+    # ---
     mis_shaped: list[str] = []
     if not any(k.startswith(AUXILIARY_PREFIX) for k in expected) and hasattr(model, "auxiliary_head_shapes"):
         auxiliary_shapes = model.auxiliary_head_shapes()
@@ -208,3 +258,15 @@ def _mismatch_message(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     elif segmentor or num_classes:
         lines.append(f"The file looks like a {segmentor or 'unknown'} segmentor with {num_classes or 'unknown'} classes.")
     return "\n".join(lines)
+
+
+def check_fits(entry: CheckpointEntry, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointMismatchError` unless the tensors fit ``entry``'s model (strict, on the meta
+    device, so nothing is allocated); an auxiliary training head is checked when the file has one."""
+    from ..models.segmentor import build_segmentor
+
+    with torch.device("meta"):
+        model = build_segmentor(entry)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+        load_into(model, state_dict, source=source)

@@ -1,20 +1,24 @@
-"""Model-only safetensors files: the fast-reload copy kept in the cache, and the files ``export`` writes.
+"""Model-only safetensors files: the fast-reload copy kept in the cache (and when to use it), and the files
+``export`` writes.
 
 Such a file holds the model's tensors and nothing else (no optimizer state, no pickle), and its header
-metadata records where they came from::
+metadata records where they came from and what they are::
 
     {"format": "pt", "resnest_zoo": "model/1", "source_sha256": <digest of the .pth it was made from>,
-     "source_file": <published file name>, "segmentor": ..., "dataset": ..., "num_classes": ..., "dtype": ...}
+     "tensors_sha256": <digest of its tensors (tensors_digest)>, "source_file": <published file name>,
+     "segmentor": ..., "dataset": ..., "num_classes": ..., "dtype": ...}
 
-A cached copy is used only when its ``source_sha256`` equals the digest the checkpoint must have (the pin,
-or the record of the first download): a copy made from any other file is stale and ignored. The copy's own
-bytes are not re-hashed on each load (that would cost most of what it saves); it is written under a
-temporary name and renamed into place, so it is never seen half-written, and safetensors checks its
-header and sizes when it is opened.
+The fast-copy policy (:func:`read_fast_copy`, :func:`keep_fast_copy`): after the first verified load of a
+catalogue checkpoint its tensors are kept as such a copy, and later loads use it only when its
+``source_sha256`` equals the digest the checkpoint must have (the pin, the publisher's digest or the record of
+the first download): a copy made from any other file is stale and ignored. The copy's bytes are not re-hashed
+on each load (that would cost most of what it saves); ``resnest-zoo cache verify`` checks them against
+``tensors_sha256``. It is written under a temporary name and renamed into place, so it is never seen
+half-written, and safetensors checks its header and sizes when it is opened.
 """
 from __future__ import annotations
 
-import os
+import hashlib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +26,25 @@ from pathlib import Path
 import torch
 
 from ..catalogue import CheckpointEntry
+from . import cache
 from .checkpoint import read_state_dict
 
-__all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "load_cached_model_file"]
+__all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "tensors_digest", "read_fast_copy",
+           "keep_fast_copy"]
 
 MODEL_FILE_FORMAT = "model/1"
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: the same for the same tensors
+    whatever the file layout, so a safetensors copy can be checked against the digest it records."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def write_model_file(
@@ -58,6 +75,7 @@ def write_model_file(
         "format": "pt",
         "resnest_zoo": MODEL_FILE_FORMAT,
         "source_sha256": source_sha256,
+        "tensors_sha256": tensors_digest(tensors),
         "source_file": entry.filename,
         "source_url": entry.url,
         "segmentor": entry.segmentor,
@@ -65,13 +83,8 @@ def write_model_file(
         "num_classes": str(entry.num_classes),
         "dtype": _DTYPE_NAMES[dtype],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with cache.atomic_write(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -83,10 +96,12 @@ def read_model_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
-def load_cached_model_file(path: Path, source_sha256: str) -> dict[str, torch.Tensor] | None:
-    """The tensors of the fast-reload copy at ``path`` if it was made from a file with digest
-    ``source_sha256``; None when there is no copy or it is stale. An unreadable copy is reported
+def read_fast_copy(folder: Path, entry: CheckpointEntry,
+                   source_sha256: str) -> tuple[dict[str, torch.Tensor], Path] | None:
+    """The tensors of ``entry``'s fast-reload copy if it was made from a checkpoint with digest
+    ``source_sha256``, and its path; None when there is no copy or it is stale. An unreadable copy is reported
     (warning), deleted and treated as absent, so the next load rebuilds it from the verified checkpoint."""
+    path = cache.safetensors_path(folder, entry)
     if not path.is_file():
         return None
     from safetensors import SafetensorError
@@ -96,10 +111,22 @@ def load_cached_model_file(path: Path, source_sha256: str) -> dict[str, torch.Te
     except (SafetensorError, OSError, ValueError) as exc:
         warnings.warn(f"the cached model copy {path} is unreadable ({exc}); deleting it and rebuilding it from the "
                       "checkpoint", RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
+        cache.remove([path])
         return None
     if metadata.get("resnest_zoo") != MODEL_FILE_FORMAT or metadata.get("source_sha256") != source_sha256:
         return None
     if metadata.get("dtype") != "float32":
         return None
-    return read_state_dict(path)
+    return read_state_dict(path), path
+
+
+def keep_fast_copy(state_dict: Mapping[str, torch.Tensor], folder: Path, entry: CheckpointEntry,
+                   source_sha256: str, *, source: Path) -> None:
+    """Keep the tensors of a verified checkpoint as ``entry``'s fast-reload copy. A cache folder that cannot
+    be written (read-only, full) only makes the next load slower, which a warning says."""
+    path = cache.safetensors_path(folder, entry)
+    try:
+        write_model_file(state_dict, path, entry=entry, source_sha256=source_sha256)
+    except OSError as exc:
+        warnings.warn(f"could not write the fast-reload copy {path} ({exc}); the next load will read {source} "
+                      "again", RuntimeWarning, stacklevel=3)
