@@ -1,9 +1,12 @@
-"""ADE20K (SceneParse150): class names and palette, in the order of the model's output channels."""
+"""ADE20K (SceneParse150): class names and palette (in the order of the model's output channels), layout and ids."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from .annotations import REFERENCE_IGNORE, DatasetReader, LabelMapping, Sample, check_pairs, files_under
 from .info import DatasetInfo
 
-__all__ = ["INFO", "CLASS_NAMES", "PALETTE"]
+__all__ = ["INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "SPLITS", "LAYOUT", "READER"]
 
 CLASS_NAMES = (
     'wall',
@@ -187,3 +190,39 @@ PALETTE = (
 )
 
 INFO = DatasetInfo('ade20k', 'ADE20K / SceneParse150', CLASS_NAMES, PALETTE)
+
+CLSID2LABEL = {0: REFERENCE_IGNORE, **{i: i - 1 for i in range(1, len(CLASS_NAMES) + 1)}}
+"""Stored value -> class id: sssegmentation's ``ADE20kDataset.clsid2label`` (0 = "other", ignored; 1-150 = 0-149)."""
+
+LABELS = LabelMapping.from_table(len(CLASS_NAMES), CLSID2LABEL, "values 0 (other, ignored) and 1-150 (classes)")
+
+SPLITS = ("train", "val")
+_FOLDERS = {"train": "training", "val": "validation"}
+
+LAYOUT = """ADEChallengeData2016/
+|-- images/{training,validation}/         ADE_val_00000001.jpg ...  (val: 2,000 images)
+`-- annotations/{training,validation}/    ADE_val_00000001.png ...  (0 = other, ignored; 1-150 = classes)"""
+
+
+def _candidates(root: Path) -> list[Path]:
+    return [root, root / "ADEChallengeData2016"]
+
+
+def _is_root(path: Path) -> bool:
+    return (path / "images").is_dir() and (path / "annotations").is_dir()
+
+
+def _list_split(root: Path, split: str) -> list[Sample]:
+    image_dir, annotation_dir = root / "images" / _FOLDERS[split], root / "annotations" / _FOLDERS[split]
+    images = files_under(image_dir, ".jpg")
+    annotations = files_under(annotation_dir, ".png")
+    stems = {image.relative_to(image_dir).with_suffix("").as_posix() for image in images}
+    orphans = [a for a in annotations if a.relative_to(annotation_dir).with_suffix("").as_posix() not in stems]
+    samples = []
+    for image in images:
+        stem = image.relative_to(image_dir).with_suffix("")
+        samples.append(Sample(stem.as_posix(), image, annotation_dir / stem.with_suffix(".png")))
+    return check_pairs(samples, orphans, what=str(image_dir))
+
+
+READER = DatasetReader(INFO, LABELS, SPLITS, LAYOUT, _candidates, _is_root, _list_split)
