@@ -4,7 +4,8 @@
     model = torch.hub.load("<owner>/resnest_zoo", "deeplabv3plus_resnest101_cityscapes")
     model = torch.hub.load("<owner>/resnest_zoo", "load", "pspnet", "ade20k", device="cpu")
 
-One entry point per published checkpoint, named ``{segmentor}_resnest101_{dataset}``, plus the generic ``load``.
+One entry point per published checkpoint, named ``{segmentor}_resnest101_{dataset}``, plus the generic ``load``
+and ``from_pretrained`` for saved models (a folder or a Hub repository, e.g. one fine-tuned to new classes).
 """
 from __future__ import annotations
 
@@ -23,12 +24,22 @@ def load(segmentor: str, dataset: str, pretrained: bool = True, **kwargs: _Any) 
     """Any catalogue model: ``load("deeplabv3plus", "cityscapes", device="cpu")``.
 
     ``pretrained=False`` builds the architecture with random weights; other keyword arguments go to
-    ``resnest_zoo.load`` (weights, device, sha256, cache_dir, progress, auxiliary_head) or, without
+    ``resnest_zoo.load`` (weights, device, sha256, cache_dir, progress, auxiliary_head, num_classes, class_names,
+    palette, freeze) or, without
     pretrained weights, to ``resnest_zoo.build`` (auxiliary_head, device).
     """
     if pretrained:
         return _zoo.load(segmentor, dataset, **kwargs)
     return _zoo.build(segmentor, dataset, **kwargs)
+
+
+def from_pretrained(name_or_path: str, **kwargs: _Any) -> _zoo.Segmentor:
+    """A model saved with ``save_pretrained`` -- a local folder or a Hugging Face Hub repository ``org/name`` -- such
+    as one fine-tuned to classes of its own: ``from_pretrained("org/road-damage", device="cpu")``.
+
+    Keyword arguments go to ``resnest_zoo.from_pretrained`` (revision, device, auxiliary_head, freeze, ...).
+    """
+    return _zoo.from_pretrained(name_or_path, **kwargs)
 
 
 def _size_text(entry: _Entry) -> str:

@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from .config import BACKBONE_DEPTHS, INFERENCE_MODES, BackboneConfig, HeadConfig, ModelConfig, Preprocessing
+from .config import INFERENCE_MODES, BackboneConfig, HeadConfig, ModelConfig, Preprocessing, check_fields
 from .datasets import DATASETS, DatasetInfo
-from .errors import CatalogueError, UnknownModelError
+from .errors import CatalogueError, ConfigFormatError, UnknownModelError
 
 __all__ = [
     "CheckpointEntry",
@@ -27,6 +27,8 @@ __all__ = [
     "resolve_segmentor",
     "resolve_dataset",
 ]
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 2
 SEGMENTORS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
@@ -172,46 +174,19 @@ _HEAD_KEYS = {
     "deeplabv3plus": {"in_channels", "feats_channels", "shortcut_channels", "dilations", "dropout"},
 }
 _AUXILIARY_HEAD_KEYS = {"in_channels", "feats_channels", "dropout"}
-_BACKBONE_FIELDS = {f.name: f.type for f in fields(BackboneConfig)}
-_PREPROCESSING_KEYS = {"resize", "mean", "std"}
 
 
 def _fail(where: str, problem: str) -> CatalogueError:
     return CatalogueError(f"checkpoints.json, {where}: {problem}")
 
 
-def _exact_keys(where: str, what: str, value: dict[str, Any], keys: set[str]) -> None:
-    if set(value) != keys:
-        raise _fail(where, f"{what} has keys {sorted(value)}, expected exactly {sorted(keys)}")
-
-
-def _parse_backbone(where: str, value: dict[str, Any]) -> BackboneConfig:
-    _exact_keys(where, "backbone", value, set(_BACKBONE_FIELDS))
-    if value["arch"] not in BACKBONE_DEPTHS:
-        raise _fail(where, f"backbone.arch {value['arch']!r} is not one of {sorted(BACKBONE_DEPTHS)}")
-    for key in ("output_stride", "radix", "groups", "reduction_factor", "stem_channels"):
-        if isinstance(value[key], bool) or not isinstance(value[key], int) or value[key] <= 0:
-            raise _fail(where, f"backbone.{key} must be a positive int, got {value[key]!r}")
-    if not isinstance(value["contract_dilation"], bool):
-        raise _fail(where, f"backbone.contract_dilation must be true or false, got {value['contract_dilation']!r}")
-    return BackboneConfig(**value)
-
-
-def _parse_preprocessing(where: str, value: dict[str, Any]) -> Preprocessing:
-    _exact_keys(where, "preprocessing", value, _PREPROCESSING_KEYS)
+def _checked(where: str, parse: Callable[..., T], *args: Any) -> T:
+    """``parse(*args)`` with a :class:`ConfigFormatError` (what the config module says is wrong) reported as a
+    :class:`CatalogueError` naming the record: the config module owns the fields' rules, this one the file."""
     try:
-        preprocessing = Preprocessing(
-            resize=tuple(int(v) for v in value["resize"]),  # type: ignore[arg-type]
-            mean=tuple(float(v) for v in value["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in value["std"]),  # type: ignore[arg-type]
-        )
-    except (TypeError, ValueError) as exc:
-        raise _fail(where, f"preprocessing is malformed ({exc!r}): resize needs 2 ints, mean and std 3 numbers") from None
-    if len(preprocessing.resize) != 2 or min(preprocessing.resize) <= 0:
-        raise _fail(where, f"preprocessing.resize needs 2 positive ints (long side, short side), got {value['resize']!r}")
-    if len(preprocessing.mean) != 3 or len(preprocessing.std) != 3 or min(preprocessing.std) <= 0:
-        raise _fail(where, "preprocessing.mean needs 3 numbers and preprocessing.std 3 positive numbers (RGB)")
-    return preprocessing
+        return parse(*args)
+    except ConfigFormatError as exc:
+        raise _fail(where, str(exc)) from None
 
 
 def parse_entry(record: dict[str, Any], where: str = "record") -> CheckpointEntry:
@@ -245,15 +220,15 @@ def parse_entry(record: dict[str, Any], where: str = "record") -> CheckpointEntr
     crop = record["crop_size"]
     if len(crop) != 2 or not all(isinstance(c, int) and c > 0 for c in crop):
         raise _fail(where, f"crop_size must be two positive ints, got {crop!r}")
-    _exact_keys(where, "head", record["head"], _HEAD_KEYS[record["segmentor"]])
-    _exact_keys(where, "auxiliary_head", record["auxiliary_head"], _AUXILIARY_HEAD_KEYS)
-    _exact_keys(where, "inference", record["inference"], {"mode"})
+    _checked(where, check_fields, "head", record["head"], sorted(_HEAD_KEYS[record["segmentor"]]))
+    _checked(where, check_fields, "auxiliary_head", record["auxiliary_head"], sorted(_AUXILIARY_HEAD_KEYS))
+    _checked(where, check_fields, "inference", record["inference"], ["mode"])
     if record["inference"]["mode"] not in INFERENCE_MODES:
         raise _fail(where, f"inference.mode must be one of {INFERENCE_MODES}, got {record['inference']['mode']!r}")
     values = dict(record)
-    values["backbone"] = _parse_backbone(where, record["backbone"])
+    values["backbone"] = _checked(where, BackboneConfig.from_dict, record["backbone"])
     values["crop_size"] = tuple(crop)
-    values["preprocessing"] = _parse_preprocessing(where, record["preprocessing"])
+    values["preprocessing"] = _checked(where, Preprocessing.from_dict, record["preprocessing"])
     values["miou"] = float(record["miou"])
     return CheckpointEntry(**values)
 

@@ -26,7 +26,7 @@ from resnest_zoo.evaluation.metric import ConfusionMatrix, segmentation_metrics
 from synthetic_data import ColourSegmentor, synthetic_datasets, write_ade20k  # noqa: F401  (fixture)
 from test_datasets import theirs
 
-evaluation = pytest.importorskip("ssseg.modules.datasets.pipelines.evaluation")
+from ssseg.modules.datasets.pipelines import evaluation  # the oracle (test extra): missing means failing
 SCRIPT = Path(sys.executable).with_name("resnest-zoo")
 
 
@@ -102,6 +102,15 @@ def test_evaluate_equals_the_reference_on_predict_outputs(key, synthetic_dataset
     assert result.iou[hidden] == 0 and result.metrics.labelled[hidden] > 0
     assert np.isnan(result.iou).any()  # classes absent from both
     assert result.published_miou == pytest.approx(model.entry.miou / 100)
+
+
+def test_a_model_with_classes_of_its_own_is_not_compared_with_the_published_figure(synthetic_datasets):
+    """A model fine-tuned from a checkpoint keeps its entry (provenance), but the published mIoU is not its own."""
+    model = ColourSegmentor("cityscapes")
+    model.config = model.config.with_classes([f"part_{i}" for i in range(19)], model.config.palette)
+    result = resnest_zoo.evaluate(model, synthetic_datasets["cityscapes"], dataset="cityscapes", workers=0, limit=1)
+    assert model.entry is not None and result.published_miou is None and result.difference is None
+    assert "published" not in str(result).splitlines()[-1]
 
 
 def test_batches_group_equal_shapes_and_change_nothing(synthetic_datasets):
@@ -276,3 +285,41 @@ def _clean_environment() -> dict[str, str]:
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("RESNEST_ZOO_", "HF_HUB_OFFLINE"))} | {
         "RESNEST_ZOO_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_eval_takes_a_saved_model_with_m_and_refuses_one_of_other_classes(tmp_path):
+    """``eval -m FOLDER``: a saved model of VOC's classes is evaluated on VOC (the confusion matrix of
+    ``resnest_zoo.evaluate`` on the same model); one with classes of its own, or both ways of naming a model, are
+    refused with one line and exit code 2."""
+    import dataclasses
+
+    from resnest_zoo.catalogue import get_entry
+    from resnest_zoo.models.segmentor import build_segmentor
+
+    from finetune_helpers import small_config
+    from synthetic_data import write_voc
+
+    config = get_entry("fcn", "voc").config
+    config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, arch="resnest50", output_stride=32),
+                                 preprocessing=dataclasses.replace(config.preprocessing, resize=(64, 64)))
+    torch.manual_seed(0)
+    model = build_segmentor(config).eval()
+    folder = model.save_pretrained(tmp_path / "voc-model")
+    data = write_voc(tmp_path / "data", count=2)
+    env = _clean_environment()
+    out = tmp_path / "result.json"
+    done = subprocess.run([str(SCRIPT), "eval", "-m", str(folder), "--data", str(data), "--device", "cpu",
+                           "--workers", "0", "-q", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    expected = resnest_zoo.evaluate(model, data, device="cpu", workers=0)
+    assert json.loads(out.read_text())["confusion"] == expected.confusion.tolist()
+
+    own = build_segmentor(small_config()).save_pretrained(tmp_path / "own")
+    refused = subprocess.run([str(SCRIPT), "eval", "-m", str(own), "--data", str(data)], capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and "has classes of its own (2: sea, sand)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    both = subprocess.run([str(SCRIPT), "eval", "fcn", "voc", "-m", str(folder), "--data", str(data)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ..catalogue import DATASET_KEYS, SEGMENTORS, get_entry
 from ..errors import UnknownModelError
+from ..hub import HUB_PREFIX
 from .exit_codes import ExitCode
 
 __all__ = [
     "CommandError",
     "model_spec",
+    "ModelChoice",
     "opacity",
     "human_size",
     "print_table",
@@ -32,16 +37,53 @@ class CommandError(Exception):
         self.code = code
 
 
-def model_spec(text: str) -> tuple[str, str]:
-    """``SEGMENTOR/DATASET`` -> canonical names (argparse type)."""
+MODEL_HELP = ("SEGMENTOR/DATASET (a catalogue checkpoint, e.g. deeplabv3plus/cityscapes), the folder of a saved model, "
+              "or hf:ORG/NAME (a saved model on the Hugging Face Hub)")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What ``-m`` names: a catalogue entry (``segmentor``, ``dataset``), or a model saved with ``save_pretrained``
+    (``saved``: its folder or ``hf:org/name``; ``dataset`` is then not known before it is loaded)."""
+
+    segmentor: str | None = None
+    dataset: str | None = None
+    saved: str | None = None
+
+    def __str__(self) -> str:
+        return self.saved if self.saved is not None else f"{self.segmentor}/{self.dataset}"
+
+    def load(self, *, weights: str | None = None, backend: str = "torch", runtime_file: str | None = None,
+             progress: bool | None = None, cache_dir: str | None = None, **options: Any) -> Any:
+        """The model: :func:`resnest_zoo.load` for a catalogue entry, :func:`resnest_zoo.from_pretrained` for a
+        saved one (whose weights travel with it, through the Hugging Face cache)."""
+        if self.saved is None:
+            from ..api import load
+
+            return load(self.segmentor, self.dataset, weights=weights, backend=backend, runtime_file=runtime_file,
+                        progress=progress, cache_dir=cache_dir, **options)
+        unusable = [name for name, given in (("--weights", weights), ("--backend", backend != "torch"),
+                                             ("--runtime-file", runtime_file), ("--cache-dir", cache_dir)) if given]
+        if unusable:
+            raise CommandError(f"{', '.join(unusable)} apply to catalogue checkpoints (-m SEGMENTOR/DATASET), not to the "
+                               f"saved model {self.saved}, which carries its weights", ExitCode.USAGE)
+        from ..hub.pretrained import from_pretrained
+
+        return from_pretrained(self.saved, **options)
+
+
+def model_spec(text: str) -> ModelChoice:
+    """``-m``'s argparse type: ``SEGMENTOR/DATASET`` (canonical names), an existing folder, or ``hf:org/name``."""
+    if text.startswith(HUB_PREFIX) or Path(text).expanduser().is_dir():
+        return ModelChoice(saved=text)
     if "/" not in text:
-        raise argparse.ArgumentTypeError(f"expected SEGMENTOR/DATASET such as deeplabv3plus/cityscapes, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {MODEL_HELP}; got {text!r}, which is none of these")
     segmentor, dataset = text.split("/", 1)
     try:
         entry = get_entry(segmentor, dataset)
     except UnknownModelError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return entry.segmentor, entry.dataset
+        raise argparse.ArgumentTypeError(f"{exc} (or, for a saved model, no folder {text!r} exists)") from None
+    return ModelChoice(entry.segmentor, entry.dataset)
 
 
 def opacity(text: str) -> float:

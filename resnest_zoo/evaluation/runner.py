@@ -115,7 +115,9 @@ def evaluate(
                     bar.set_postfix_str(f"mIoU {100 * confusion.metrics().miou:.2f}", refresh=False)
         confusion.all_reduce()
     entry = getattr(model, "entry", None)
-    published = entry.miou / 100 if entry is not None and entry.dataset == key else None
+    # the published figure is this model's only when it still predicts the checkpoint's classes (not fine-tuned)
+    same_model = entry is not None and entry.dataset == key and plan.config.dataset == entry.dataset
+    published = entry.miou / 100 if same_model else None
     protocol = {
         "resize": "x".join(map(str, plan.config.preprocessing.resize)), "mode": plan.mode,
         "scales": list(plan.scales), "flip": plan.flip,

@@ -9,8 +9,11 @@ are those of the published checkpoints, so ``state_dict()`` keys are the file fo
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+import inspect
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +37,32 @@ from ..config import ModelConfig
 if TYPE_CHECKING:
     from ..inference.prediction import Prediction
 
-__all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES"]
+__all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES", "check_buildable",
+           "TrainingOutput", "FREEZE_OPTIONS", "freeze_parts"]
+
+FREEZE_OPTIONS = ("backbone", "batchnorm")
+"""What :meth:`Segmentor.freeze` can freeze: the backbone's weights and statistics, or every BatchNorm's statistics."""
+
+
+def freeze_parts(freeze: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``freeze=`` as a tuple of :data:`FREEZE_OPTIONS` (``None`` -> nothing); ``ValueError`` for anything else."""
+    parts = () if freeze is None else (freeze,) if isinstance(freeze, str) else tuple(freeze)
+    unknown = [part for part in parts if part not in FREEZE_OPTIONS]
+    if unknown:
+        raise ValueError(f"cannot freeze {', '.join(map(repr, unknown))}: expected None, one of {FREEZE_OPTIONS} "
+                         "or a list of them")
+    return tuple(dict.fromkeys(parts))
+
+
+class TrainingOutput(NamedTuple):
+    """What a segmentor returns in training mode (``model.train()``): the logits a loss needs, at the input size.
+
+    ``auxiliary_logits`` is ``None`` when the model was built without its auxiliary head. In eval mode the model
+    returns the ``logits`` tensor alone. :func:`resnest_zoo.training.segmentation_loss` takes this as it is.
+    """
+
+    logits: torch.Tensor
+    auxiliary_logits: Optional[torch.Tensor]
 
 
 AuxiliaryHead = Union[bool, Mapping[str, Any]]
@@ -53,7 +81,8 @@ class Segmentor(nn.Module):
     Subclasses build their head modules and implement :meth:`decode`.
     ``config`` is the :class:`~resnest_zoo.config.ModelConfig` the model was built from (classes, palette,
     test-time preprocessing), and ``entry`` the catalogue record it came from; both are ``None`` for a model
-    made by calling a constructor directly.
+    made by calling a constructor directly. ``source_sha256`` is the digest of the published file the weights came
+    from (when known; ``save_pretrained`` records it) and ``frozen`` what :meth:`freeze` froze.
     """
 
     config: ModelConfig | None
@@ -65,6 +94,8 @@ class Segmentor(nn.Module):
         self.backbone_net = backbone
         self.config = None
         self.entry = None
+        self.source_sha256: str | None = None  # digest of the published file the weights came from, when known
+        self.frozen: tuple[str, ...] = ()
         auxiliary = _auxiliary_kwargs(auxiliary_head)
         if auxiliary is not None:
             self.auxiliary_decoder = AuxiliaryFCNHead(num_classes, **auxiliary)
@@ -77,10 +108,21 @@ class Segmentor(nn.Module):
         """Logits before the final upsampling (1/8 or 1/4 of the input size)."""
         return self.decode(self.backbone_net(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)`` for normalised images ``(N, 3, H, W)``."""
-        logits = self.head_logits(images)
-        return F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
+    def forward(self, images: torch.Tensor) -> torch.Tensor | TrainingOutput:
+        """Logits ``(N, num_classes, H, W)`` for normalised images ``(N, 3, H, W)``.
+
+        In training mode, a :class:`TrainingOutput`: these logits and the auxiliary head's (when built), both at
+        the input size, computed from one backbone pass as the reference's training forward does.
+        """
+        features = self.backbone_net(images)
+        logits = F.interpolate(self.decode(features), size=images.shape[2:], mode="bilinear", align_corners=False)
+        if not self.training:
+            return logits
+        auxiliary = None
+        if hasattr(self, "auxiliary_decoder"):
+            auxiliary = F.interpolate(self.auxiliary_decoder(features[2]), size=images.shape[2:], mode="bilinear",
+                                      align_corners=False)
+        return TrainingOutput(logits, auxiliary)
 
     def auxiliary_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's logits at the input size (only when built with ``auxiliary_head=True``)."""
@@ -90,17 +132,39 @@ class Segmentor(nn.Module):
         logits = self.auxiliary_decoder(features[2])
         return F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=False)
 
-    def predict(self, images: Any, **options: Any) -> Prediction | list[Prediction]:
+    def predict(self, images: Any, *, backend: str | None = None, **options: Any) -> Prediction | list[Prediction]:
         """Segment images with the checkpoint's own test-time pipeline; labels come back at the original size.
 
         ``images`` is one image (file path, PIL image, numpy array, tensor) or a list of them; the options
         (``device``, ``dtype``, ``mode``, ``scales``, ``flip`` ...) are those of
         :func:`resnest_zoo.inference.engine.predict`, which this delegates to. The network itself knows nothing
         of images: the pipeline is imported here, at the first call, so that it never imports this module back.
+
+        ``backend``: who runs the network, ``"torch"`` (this module; also ``None``), ``"onnxruntime"`` or
+        ``"openvino"`` (on the CPU: this model exported in memory the first time and kept until its weights
+        change, see :mod:`resnest_zoo.inference.backends`); the pipeline around it is the same.
         """
+        if backend is not None:
+            from ..inference.backends import with_backend  # the runtimes are imported only when asked for
+
+            network = with_backend(self, backend)
+            if network is not self:
+                return network.predict(images, **options)
         from ..inference.engine import predict
 
         return predict(self, images, **options)
+
+    def predict_stream(self, images: Any, **options: Any) -> Iterator[Prediction]:
+        """Segment many image files as a stream: one :class:`~resnest_zoo.Prediction` per file, in input order,
+        with files read ahead by ``DataLoader`` workers and equal shapes batched (memory stays bounded).
+
+        ``images`` is a file, folder or glob pattern, or an iterable of them; the options (``batch_size``,
+        ``workers``, ``device``, ``dtype`` ...) are those of :func:`resnest_zoo.inference.stream.predict_stream`,
+        which this delegates to (imported at the first call, as for :meth:`predict`).
+        """
+        from ..inference.stream import predict_stream
+
+        return predict_stream(self, images, **options)
 
     def auxiliary_head_shapes(self) -> dict[str, torch.Size]:
         """State-dict shapes of the auxiliary head this model's checkpoints carry (whether built or not)."""
@@ -108,6 +172,62 @@ class Segmentor(nn.Module):
         with torch.device("meta"):
             head = AuxiliaryFCNHead(self.num_classes, **auxiliary)
         return {f"auxiliary_decoder.{key}": value.shape for key, value in head.state_dict().items()}
+
+    def classifier_keys(self) -> list[str]:
+        """State-dict keys of the final 1x1 classifiers, the head's and the auxiliary head's (built or not): the only
+        tensors whose shape depends on the class count, so the ones a model with new classes re-initialises."""
+        auxiliary_index = max(int(key.split(".")[1]) for key in self.auxiliary_head_shapes())
+        return [f"{module}.{name}" for module in (f"decoder.{len(self.decoder) - 1}", f"auxiliary_decoder.{auxiliary_index}")
+                for name in ("weight", "bias")]
+
+    def reset_classifiers(self) -> None:
+        """Give the classifiers of :meth:`classifier_keys` that this model has fresh random weights (PyTorch's
+        default initialisation), allocating them first where they are still on the meta device."""
+        device = next((p.device for p in self.parameters() if not p.is_meta), torch.device("cpu"))
+        for prefix in dict.fromkeys(key.rsplit(".", 1)[0] for key in self.classifier_keys()):
+            if prefix.startswith("auxiliary_decoder.") and not hasattr(self, "auxiliary_decoder"):
+                continue
+            conv = self.get_submodule(prefix)
+            if conv.weight.is_meta:
+                conv.to_empty(device=device, recurse=False)
+            conv.reset_parameters()
+
+    def freeze(self, *parts: str) -> Segmentor:
+        """Freeze ``parts`` for training (and unfreeze the others); returns the model.
+
+        ``"backbone"``: its weights get no gradients and its BatchNorm statistics stay as loaded.
+        ``"batchnorm"``: every BatchNorm keeps its running statistics (it normalises with them and never updates
+        them, even in ``model.train()``), which suits small batches; their scale and shift still train.
+        ``model.freeze()`` unfreezes everything.
+        """
+        self.frozen = freeze_parts(parts)
+        for parameter in self.backbone_net.parameters():
+            parameter.requires_grad_("backbone" not in self.frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Segmentor:
+        """As :meth:`torch.nn.Module.train`, keeping what :meth:`freeze` froze in eval mode."""
+        super().train(mode)
+        if mode and "backbone" in self.frozen:
+            self.backbone_net.eval()
+        if mode and "batchnorm" in self.frozen:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **options: Any) -> Path:
+        """Save as a Hugging Face style folder (``model.safetensors``, ``config.json``, ``README.md``) that
+        :func:`resnest_zoo.from_pretrained` loads; see :func:`resnest_zoo.hub.save.save_pretrained`."""
+        from ..hub.save import save_pretrained
+
+        return save_pretrained(self, save_directory, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Save and upload to a Hugging Face Hub repository; see :func:`resnest_zoo.hub.save.push_to_hub`."""
+        from ..hub.save import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
 
     @property
     def class_names(self) -> tuple[str, ...] | None:
@@ -183,6 +303,22 @@ class DeepLabV3Plus(Segmentor):
 SEGMENTOR_CLASSES: dict[str, type[Segmentor]] = {
     "fcn": FCN, "pspnet": PSPNet, "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
 }
+
+
+def check_buildable(config: ModelConfig) -> None:
+    """Raise :class:`~resnest_zoo.ConfigFormatError` unless ``config`` names a segmentor built here, with head and
+    auxiliary-head arguments its constructors take (a saved model's ``config.json`` is checked so before building)."""
+    from ..errors import ConfigFormatError
+
+    if config.segmentor not in SEGMENTOR_CLASSES:
+        raise ConfigFormatError(f"model.segmentor is {config.segmentor!r}, expected one of {sorted(SEGMENTOR_CLASSES)}")
+    for what, constructor, values in (("head", SEGMENTOR_CLASSES[config.segmentor], config.head),
+                                      ("auxiliary_head", AuxiliaryFCNHead, config.auxiliary_head)):
+        accepted = set(inspect.signature(constructor).parameters) - {"num_classes", "backbone", "auxiliary_head"}
+        unknown = sorted(set(values.kwargs()) - accepted)
+        if unknown:
+            raise ConfigFormatError(f"model.{what} has argument(s) {unknown} that {constructor.__name__} does not take "
+                                    f"(it takes {sorted(accepted)})")
 
 
 def build_segmentor(source: ModelConfig | CheckpointEntry, *, auxiliary_head: bool = False) -> Segmentor:

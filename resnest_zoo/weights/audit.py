@@ -17,7 +17,7 @@ from .cache import CachedFile
 from .integrity import mismatch, sha256_file
 from .model_file import MODEL_FILE_FORMAT, read_model_metadata, tensors_digest
 from .obtain import Job
-from .sources import SourceSettings
+from .settings import SourceSettings
 
 __all__ = ["CheckedFile", "verify_cache"]
 

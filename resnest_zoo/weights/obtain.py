@@ -43,7 +43,7 @@ from .model_file import read_model_metadata
 from .transfer import Received, TransferError
 
 if TYPE_CHECKING:
-    from .sources import SourceSettings
+    from .settings import SourceSettings
 
 __all__ = ["Source", "Job", "obtain"]
 

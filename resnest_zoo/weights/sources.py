@@ -5,7 +5,9 @@ Sources, in order (the first that supplies a verified file wins; every failure i
 1. ``weights=`` -- a local path (used in place) or an http(s) URL (then it is the only source);
 2. ``$RESNEST_ZOO_MIRROR`` -- a base URL, or a local folder, holding the published file names;
 3. the entry's Hugging Face Hub repo, when the catalogue names one (through ``huggingface_hub``: its cache,
-   token and offline rules apply; the file stays in its cache);
+   token and offline rules apply; the file stays in its cache): a saved-model folder as ``resnest-zoo export
+   --hub-folder`` writes it, checked through its ``config.json`` (see :class:`_HubSource`), or else the
+   published file under its own name;
 4. the catalogue URL (the GitHub release asset).
 
 Whatever the source, the file is checked and placed by :mod:`.obtain` (digests, structure, the lock), its bytes
@@ -23,7 +25,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -36,15 +38,18 @@ from ..errors import CheckpointFormatError, IntegrityError
 from . import cache
 from .cache import cached_files, clear_cache, resolve_cache_dir
 from .checkpoint import read_state_dict
-from .integrity import FileDigest, check_digest, normalise_sha256, verify
+from .integrity import FileDigest, check_digest, normalise_sha256, sha256_file, verify, write_record
 from .model_file import keep_fast_copy, read_fast_copy
 from .obtain import Job, Source, obtain
-from .release import DEFAULT_API
-from .transfer import RetryPolicy, TransferError, copy_file, fetch_url
+from .settings import SourceSettings
+from .transfer import TransferError, copy_file, fetch_url
 
 __all__ = [
     "SourceSettings",
     "checkpoint_state_dict",
+    "expected_digest",
+    "hub_file",
+    "HubFileMissing",
     "download",
     "download_entry",
     "download_url",
@@ -52,43 +57,6 @@ __all__ = [
     "cached_files",
     "clear_cache",
 ]
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """Where files may come from and how hard to try; :meth:`from_env` reads the environment.
-
-    ``hf_endpoint`` and ``hf_cache_dir`` default to huggingface_hub's own (``HF_ENDPOINT``, ``HF_HUB_CACHE``);
-    ``github_api`` is the API asked for the publisher's digests, ``github_token`` sent to it when set.
-    """
-
-    offline: bool = False
-    mirror: str | None = None
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    hf_endpoint: str | None = None
-    hf_cache_dir: str | None = None
-    github_api: str = DEFAULT_API
-    github_token: str | None = None
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> SourceSettings:
-        """Settings from the environment (see :mod:`resnest_zoo.environment`), then ``overrides``."""
-        values: dict[str, object] = {
-            "offline": environment.flag(environment.OFFLINE) or environment.flag(environment.HF_OFFLINE),
-            "mirror": environment.text(environment.MIRROR),
-            "policy": RetryPolicy.from_env(),
-            "github_api": environment.text(environment.GITHUB_API) or DEFAULT_API,
-            "github_token": environment.text(environment.GITHUB_TOKEN),
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
-
-    @property
-    def offline_reason(self) -> str:
-        for variable in (environment.OFFLINE, environment.HF_OFFLINE):
-            if environment.flag(variable):
-                return f"{variable.name}={os.environ[variable.name]}"
-        return "offline=True"
 
 
 def default_progress() -> bool:
@@ -144,8 +112,62 @@ class _FolderSource:
         return job.accept(received, self.name)
 
 
+class HubFileMissing(TransferError):
+    """The Hub answered that the repository, the revision or the file does not exist (or is private)."""
+
+
+def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
+             token: str | None = None, progress: bool = False) -> Path:
+    """One file of a Hugging Face Hub repository, through huggingface_hub's cache (offline: from it alone).
+
+    Raises :class:`HubFileMissing` when the Hub says there is no such file (HTTP 401/403/404, or its own
+    not-found errors), and :class:`~resnest_zoo.weights.transfer.TransferError` when it cannot be asked (network,
+    offline mode and not cached).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    from .. import __version__
+
+    options: dict[str, object] = {"cache_dir": settings.hf_cache_dir, "endpoint": settings.hf_endpoint,
+                                  "local_files_only": settings.offline, "revision": revision, "token": token,
+                                  "library_name": "resnest_zoo", "library_version": __version__}
+    if not progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface_hub>=0.25
+        options["tqdm_class"] = _SilentTqdm
+    try:
+        return Path(hf_hub_download(repo_id, filename, **options))  # type: ignore[arg-type]
+    except LocalEntryNotFoundError as exc:  # offline, unreachable, or a server without the Hub's error headers
+        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+        if status in (401, 403, 404):
+            raise HubFileMissing(f"HTTP {status}") from None
+        if settings.offline:
+            raise TransferError(f"not in the Hugging Face cache ({settings.offline_reason})") from None
+        raise TransferError("the Hub cannot be reached, and the file is not in the Hugging Face cache") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise HubFileMissing(type(exc).__name__) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise TransferError(f"{type(exc).__name__}: {detail}") from None
+
+
 @dataclass(frozen=True)
 class _HubSource:
+    """The entry's Hub repository: a saved-model folder (``config.json`` and ``model.safetensors``, as ``resnest-zoo
+    export --hub-folder`` writes them) when it holds one, else the published file under its own name.
+
+    A saved-model folder is trusted through its ``config.json``: it must describe this entry as published, the
+    digest it records for the ``.pth`` its tensors were made from must be the one the file must have (the pin, the
+    publisher's digest or the record of a first download), ``model.safetensors`` must have the digest it records,
+    and its tensors must fit the entry. What is handed on is that file (it stays in the Hugging Face cache) with
+    the ``.pth``'s digest, which pins, records and the fast-reload copy are about.
+    """
+
     repo: str
     offline_ok: bool = True  # offline, it answers from the Hugging Face cache only (local_files_only)
 
@@ -154,22 +176,45 @@ class _HubSource:
         return f"Hugging Face Hub repo {self.repo}"
 
     def fetch(self, job: Job) -> FileDigest:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+        from ..hub.format import CONFIG_NAME
 
-        settings = job.settings
-        options: dict[str, object] = {"cache_dir": settings.hf_cache_dir, "endpoint": settings.hf_endpoint,
-                                      "local_files_only": settings.offline}
-        if not job.progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface_hub>=0.25
-            options["tqdm_class"] = _SilentTqdm
         try:
-            path = Path(hf_hub_download(self.repo, job.target.name, **options))  # type: ignore[arg-type]
-        except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            if settings.offline:
-                raise TransferError(f"not in the Hugging Face cache ({settings.offline_reason})") from None
-            raise TransferError(f"{type(exc).__name__}: {detail}") from None
-        return job.accept_kept(path, self.name)
+            config = hub_file(self.repo, CONFIG_NAME, settings=job.settings, progress=job.progress)
+        except TransferError as first:  # no saved-model folder there (or none cached): the published file itself
+            try:
+                published = hub_file(self.repo, job.target.name, settings=job.settings, progress=job.progress)
+            except TransferError as second:
+                if isinstance(first, HubFileMissing):
+                    raise TransferError(f"{job.target.name}: {second.reason}") from None
+                raise TransferError(f"{second.reason} (looked for {CONFIG_NAME} and {job.target.name})") from None
+            return job.accept_kept(published, self.name)
+        return self._saved_model(job, config)
+
+    def _saved_model(self, job: Job, config: Path) -> FileDigest:
+        from ..errors import ConfigFormatError
+        from ..hub.format import WEIGHTS_NAME, parse_record
+
+        try:
+            record = parse_record(config.read_text(encoding="utf-8"), "its config.json")
+        except ConfigFormatError as exc:
+            raise TransferError(str(exc)) from None
+        origin = record.origin
+        if job.entry is None or origin is None or not record.is_catalogue_model or origin.sha256 is None:
+            raise TransferError(f"its config.json does not describe the published {job.label} with the digest of the "
+                                "file it was made from, so nothing there can be checked against the catalogue")
+        expected = job.expected()
+        if expected.sha256 is not None and origin.sha256 != expected.sha256:
+            raise TransferError(f"its config.json says its tensors were made from a file with sha256 {origin.sha256}, "
+                                f"but {job.label} must have sha256 {expected.sha256} ({expected.digest_from})")
+        weights = hub_file(self.repo, WEIGHTS_NAME, settings=job.settings, progress=job.progress)
+        found = sha256_file(weights)
+        if found != record.weights_sha256:
+            raise TransferError(f"{WEIGHTS_NAME} has sha256 {found}, but its config.json records "
+                                f"{record.weights_sha256} (left in the Hugging Face cache: delete it with `hf cache rm`)")
+        job.state_dict = job.check_content(weights, origin.sha256, f"{weights} from {self.name}", removable=False)
+        write_record(job.target, origin.sha256)
+        job.warn_first_use(origin.sha256)
+        return FileDigest(weights, origin.sha256, weights.stat().st_size)
 
 
 class _SilentTqdm(tqdm):
@@ -306,6 +351,15 @@ def download_url(
 
 
 # --------------------------------------------------------------------------------------------- state dicts
+
+def expected_digest(entry: CheckpointEntry, *, sha256: str | None = None,
+                    cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The sha256 the entry's file must have -- the pin (or ``sha256=``), else the publisher's digest, else the
+    record of its first download -- which is the digest of the file :func:`checkpoint_state_dict` read once it has
+    returned; None while nothing is known (before the first download)."""
+    sha256 = normalise_sha256(sha256) if sha256 is not None else None
+    return _entry_job(entry, resolve_cache_dir(cache_dir), sha256, SourceSettings(), False).expected().sha256
+
 
 def checkpoint_state_dict(
     entry: CheckpointEntry,
