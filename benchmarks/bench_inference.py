@@ -4,12 +4,17 @@
 
 ``--quick`` times DeepLabV3+ (Cityscapes, 19 classes) at 512x512, batch 1, on the CPU: the reference
 (sssegmentation, float32) interleaved with our model as ``load()`` returns it (``plain``), with BatchNorm
-folded (``optimize_for_inference``), in NCHW and channels_last, in float32 and under bfloat16 autocast.
-Without ``--quick`` every head in ``--heads`` runs at every size in ``--sizes`` (default 512x512 and
-1024x2048, the Cityscapes frame: slow on a CPU).
+folded (``optimize_for_inference``), in NCHW and channels_last, in float32 and under bfloat16 autocast, and
+the same folded network run by ONNX Runtime (float32) and OpenVINO (float32, and bfloat16 where the CPU has
+it): ``backend="onnxruntime"`` / ``"openvino"`` (``resnest_zoo.inference.backends``, exported in memory from
+the same weights). Without ``--quick`` every head in ``--heads`` runs at every size in ``--sizes`` (default
+512x512 and 1024x2048, the Cityscapes frame: slow on a CPU).
 
 Method. Weights are seeded random with non-trivial BatchNorm statistics (speed does not depend on the values;
-the reference gets the same weights). Each variant runs ``--warmup`` times, then ``--repeats`` rounds time every
+the reference and the runtimes get the same weights). Every variant uses the same threads (``--threads``, default
+torch's: ONNX Runtime's intra-op threads and OpenVINO's ``INFERENCE_NUM_THREADS`` are set to it) and the same
+input: the test photograph (``--image``, default ``tests/data/chelsea_160x106.png``) resized to the case's size
+and normalised with the model's mean/std. Each variant runs ``--warmup`` times, then ``--repeats`` rounds time every
 variant once per round, round-robin (so load changes on a shared machine hit all variants alike), and the
 median is reported (a variant whose warm-up and timed runs exceed ``--variant-budget`` seconds is not timed in
 later rounds: bfloat16 on a CPU without bf16 units takes ~50 s a forward); ``vs_ref`` is reference median /
@@ -19,14 +24,19 @@ timings use CUDA events after synchronisation, with ``cudnn.benchmark`` on.
 
 Reported per variant: median seconds, throughput in images/s, FLOPs per forward (``FlopCounterMode`` on a
 meta-device copy: convolutions and matmuls), achieved GFLOP/s and its share of the measured device peak (a large
-matmul of that dtype, best of before and after the cases), peak memory (CPU: the process's peak RSS while the
+matmul of that dtype, about 0.4 s long, timed in every round beside the variants, median over the rounds -- so a
+load that slows the variants slows the peak alike; ``machine.peak_gflops_matmul`` is the best standalone figure,
+before and after the cases), peak memory (CPU: the process's peak RSS while the
 variant's warm-up ran, reset through ``/proc/self/clear_refs`` where allowed, else the process high-water mark,
 and ``+MiB``, its rise over the RSS before it, i.e. activations and workspaces, since all the variants' models
 stay resident; CUDA: max allocated and its rise over the allocation before),
-and for reduced precision the share of pixels whose argmax label equals the float32 model's on a smooth
-synthetic image (``label_agreement``; random weights give smaller logit margins than trained ones, so this
-is a pessimistic figure). ``max_abs_diff_vs_ref`` checks that the float32 variants compute what the
-reference computes.
+and for reduced precision the share of pixels whose argmax label equals the float32 PyTorch model's on the
+photograph (``label_agreement``; random weights give smaller logit margins than trained ones, so this is a
+pessimistic figure). ``max_abs_diff_vs_ref`` checks that the float32 variants (runtimes included) compute what
+the reference computes. Per case and precision, ``fastest`` names the fastest variant with its share of the
+peak and its speed-up over the reference (the issue's targets: 90% of the peak, 99.5% label agreement). The
+machine record has the CPU flags that decide these figures (AVX2, AVX-512, AVX512-BF16, AMX), the runtime
+versions, and the load average before and after (the machine may be shared).
 
 Checkpoint loading time is measured separately by ``benchmarks/bench_loading.py``.
 """
@@ -54,12 +64,18 @@ import torch.nn.functional as F  # noqa: E402
 from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmarks/memory.py)
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
-from resnest_zoo.devices import native_half_precision
+from resnest_zoo.devices import native_half_precision  # noqa: E402
+from resnest_zoo.errors import OptionalDependencyError  # noqa: E402
+from resnest_zoo.inference.backends import RuntimeModel  # noqa: E402
+from resnest_zoo.inference.preprocess import normalize, parse_image, resize_like_cv2  # noqa: E402
 from resnest_zoo.models.optimize import optimize_for_inference  # noqa: E402
 from resnest_zoo.models.segmentor import build_segmentor  # noqa: E402
 
 HEADS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PHOTO = REPO_ROOT / "tests" / "data" / "chelsea_160x106.png"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
 
 
 # --------------------------------------------------------------------------------------------------- machine
@@ -71,6 +87,28 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags among :data:`CPU_FLAGS` (what decides float32 / bfloat16 speed) from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def runtime_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in ("onnx", "onnxruntime", "openvino"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return versions
 
 
 def synchronize(device: str) -> None:
@@ -98,6 +136,17 @@ def measure_peak_flops(device: str, dtype: torch.dtype, budget_s: float = 1.5) -
         if seconds > budget_s / 5 or n >= 8192:
             return best
         n *= 2
+
+
+def peak_probe(device: str, dtype_name: str, peak: float, seconds: float = 0.4) -> Variant:
+    """A square matmul of ``dtype_name`` sized to take about ``seconds`` at ``peak`` FLOP/s, timed in the rounds
+    like a variant: the peak measured under the same load as the variants (``info["probe_flop"]`` per call)."""
+    n = int(min(8192, max(256, round((seconds * peak / 2) ** (1 / 3) / 256) * 256)))
+    a = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
+    b = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
+    probe = Variant(f"matmul peak {dtype_name} ({n})", lambda: torch.matmul(a, b), dtype=dtype_name)
+    probe.info.update(probe=True, probe_flop=2 * n**3)
+    return probe
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -130,6 +179,14 @@ def natural_looking_image(height: int, width: int, *, batch: int = 1, seed: int 
     return (torch.stack(images) - mean) / std
 
 
+def photo_image(path: Path, height: int, width: int, segmentor: str, dataset: str, *, batch: int = 1) -> torch.Tensor:
+    """The photograph at ``path`` resized to ``height x width`` (OpenCV-exact bilinear, aspect not kept) and
+    normalised with the model's mean/std: a real picture for label agreement at any benchmark size."""
+    pre = get_entry(segmentor, dataset).preprocessing
+    pixels = resize_like_cv2(parse_image(path).pixels, (height, width))
+    return normalize(pixels, pre.mean, pre.std)[None].expand(batch, -1, -1, -1).contiguous()
+
+
 def count_flops(segmentor: str, dataset: str, batch: int, height: int, width: int) -> int:
     """FLOPs of one forward (convolutions, matmuls), counted on a meta-device copy: no memory, no compute."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -145,10 +202,11 @@ def count_flops(segmentor: str, dataset: str, batch: int, height: int, width: in
 # --------------------------------------------------------------------------------------------------- variants
 class Variant:
     def __init__(self, name: str, run: Callable[[], torch.Tensor], *, dtype: str = "float32",
-                 channels_last: bool = False, folded: bool = False, compiled: bool = False, reference: bool = False):
+                 channels_last: bool = False, folded: bool = False, compiled: bool = False, reference: bool = False,
+                 backend: str = "torch"):
         self.name, self.run = name, run
         self.info = {"variant": name, "dtype": dtype, "channels_last": channels_last, "batchnorm_folded": folded,
-                     "compiled": compiled, "reference": reference}
+                     "compiled": compiled, "reference": reference, "backend": backend}
         self.times: list[float] = []
         self.peak_mb: float | None = None
         self.rise_mb: float | None = None
@@ -202,6 +260,38 @@ def build_variants(args: argparse.Namespace, segmentor: str, images: torch.Tenso
             name = f"folded {dtype_name}{' channels_last' if channels_last else ''}{' compiled' if args.compile else ''}"
             variants.append(Variant(name, run, dtype=dtype_name, channels_last=channels_last, folded=True,
                                     compiled=args.compile))
+    variants += runtime_variants(args, base, images)
+    return variants
+
+
+def runtime_variants(args: argparse.Namespace, base: torch.nn.Module, images: torch.Tensor) -> list[Variant]:
+    """The folded network in each runtime of ``--backends`` (exported in memory from ``base``'s weights), in each
+    of ``--dtypes`` the runtime computes natively here; CPU only."""
+    variants: list[Variant] = []
+    for backend in [b for b in args.backends if b != "torch"]:
+        if args.device != "cpu":
+            print(f"  skipping {backend}: the runtime backends run on the CPU", flush=True)
+            continue
+        start = time.perf_counter()
+        try:
+            runtime = RuntimeModel.from_segmentor(base, backend, threads=torch.get_num_threads())
+        except OptionalDependencyError as exc:
+            print(f"  skipping {backend}: {exc}", flush=True)
+            continue
+        print(f"  {backend}: exported and loaded in {time.perf_counter() - start:.1f} s", flush=True)
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            if dtype not in runtime.backend.dtypes():
+                print(f"  skipping {backend} {dtype_name}: {backend} does not compute in {dtype_name} here", flush=True)
+                continue
+
+            def run(runtime=runtime, dtype=dtype) -> torch.Tensor:
+                if dtype == torch.float32:
+                    return runtime(images)
+                with torch.autocast("cpu", dtype=dtype):  # how predict(dtype=...) asks a runtime for a precision
+                    return runtime(images)
+
+            variants.append(Variant(f"{backend} {dtype_name}", run, dtype=dtype_name, folded=True, backend=backend))
     return variants
 
 
@@ -225,9 +315,13 @@ def time_once(variant: Variant, device: str) -> float:
 def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, peaks: dict[str, float]) -> dict[str, Any]:
     device = args.device
     print(f"\n== {segmentor}/{args.dataset} {args.batch}x3x{height}x{width} on {device} ==", flush=True)
-    images = natural_looking_image(height, width, batch=args.batch).to(device)
+    if args.image == "synthetic":
+        images = natural_looking_image(height, width, batch=args.batch).to(device)
+    else:
+        images = photo_image(Path(args.image), height, width, segmentor, args.dataset, batch=args.batch).to(device)
     flops = count_flops(segmentor, args.dataset, args.batch, height, width)
     variants = build_variants(args, segmentor, images)
+    variants += [peak_probe(device, dtype_name, peaks[dtype_name]) for dtype_name in args.dtypes]
     results: list[dict[str, Any]] = []
     with torch.inference_mode():
         for variant in variants:  # warm-up (and compilation), and each variant's own peak memory
@@ -258,8 +352,12 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
                   + ", ".join(f"{v.name} {v.times[-1]:.3f}" if len(v.times) > round_index else f"{v.name} (budget spent)"
                               for v in variants), flush=True)
 
+    probes = [v for v in variants if v.info.get("probe")]
+    variants = [v for v in variants if not v.info.get("probe")]
+    case_peaks = {p.info["dtype"]: statistics.median(p.info["probe_flop"] / t for t in p.times) for p in probes}
     reference_out = next((v.output for v in variants if v.info["reference"]), None)
-    float32_out = next((v.output for v in variants if v.info["dtype"] == "float32" and not v.info["reference"]), None)
+    float32_out = next((v.output for v in variants if v.info["dtype"] == "float32" and not v.info["reference"]
+                        and v.info["backend"] == "torch"), None)
     ref_median = next((statistics.median(v.times) for v in variants if v.info["reference"]), None)
     for variant in variants:
         median = statistics.median(variant.times)
@@ -268,7 +366,7 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
         row.update({
             "median_s": median, "times_s": variant.times, "images_per_s": args.batch / median,
             "gflop": flops / 1e9, "achieved_gflops": flops / median / 1e9,
-            "percent_of_peak": 100 * flops / median / peaks[dtype] if peaks.get(dtype) else None,
+            "percent_of_peak": 100 * flops / median / case_peaks[dtype] if case_peaks.get(dtype) else None,
             "peak_memory_mb": variant.peak_mb, "memory_rise_mb": variant.rise_mb,
             "vs_ref": ref_median / median if ref_median else None,
         })
@@ -281,7 +379,22 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
             row["max_abs_diff_vs_float32"] = float((out - float32_out.float()).abs().max())
         results.append(row)
     return {"segmentor": segmentor, "dataset": args.dataset, "batch": args.batch, "height": height, "width": width,
-            "gflop_per_forward": flops / 1e9, "variants": results}
+            "gflop_per_forward": flops / 1e9, "peak_gflops_interleaved": {d: p / 1e9 for d, p in case_peaks.items()},
+            "peak_probe_times_s": {p.info["dtype"]: p.times for p in probes}, "variants": results}
+
+
+def fastest(case: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per precision, the fastest non-reference variant: name, share of the peak, speed-up over the reference."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in case["variants"]:
+        if row["reference"]:
+            continue
+        current = best.get(row["dtype"])
+        if current is None or row["median_s"] < current["median_s"]:
+            best[row["dtype"]] = {"variant": row["variant"], "median_s": row["median_s"],
+                                  "percent_of_peak": row["percent_of_peak"], "vs_ref": row["vs_ref"],
+                                  "label_agreement": row.get("label_agreement")}
+    return best
 
 
 def print_table(cases: list[dict[str, Any]]) -> None:
@@ -290,6 +403,9 @@ def print_table(cases: list[dict[str, Any]]) -> None:
     print("\n" + header + "\n" + "-" * len(header))
     for case in cases:
         name = f"{case['segmentor']} {case['batch']}x{case['height']}x{case['width']}"
+        print(f"{name:<30}matmul peak in the rounds (GFLOP/s): "
+              + ", ".join(f"{d} {p:.0f}" for d, p in case["peak_gflops_interleaved"].items()))
+        name = ""
         for row in case["variants"]:
             vs_ref = f"{row['vs_ref']:.2f}x" if row["vs_ref"] else "-"
             peak = f"{row['percent_of_peak']:.0f}" if row["percent_of_peak"] is not None else "-"
@@ -298,6 +414,10 @@ def print_table(cases: list[dict[str, Any]]) -> None:
             print(f"{name:<30}{row['variant']:<36}{row['median_s']:>9.3f}{row['images_per_s']:>7.2f}{vs_ref:>8}"
                   f"{row['achieved_gflops']:>9.1f}{peak:>7}{row['peak_memory_mb']:>10.0f}{rise:>7}{agree:>9}")
             name = ""
+        for dtype, best in case["fastest"].items():
+            vs_ref = f", {best['vs_ref']:.2f}x the reference" if best["vs_ref"] else ""
+            print(f"{'':<30}fastest {dtype}: {best['variant']}, {best['percent_of_peak']:.0f}% of the {dtype} "
+                  f"matmul peak{vs_ref}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -309,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="DeepLabV3+ 512x512 batch 1: reference, plain, folded float32 (NCHW and channels_last) "
-                             "and bfloat16 autocast; 3 rounds")
+                             "and bfloat16 autocast, ONNX Runtime and OpenVINO (float32, bfloat16); 3 rounds")
     parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated (default: all four)")
     parser.add_argument("--dataset", default="cityscapes", help="class count of the classifier (default: cityscapes)")
     parser.add_argument("--sizes", default="512x512,1024x2048", help="HxW list (default: 512x512,1024x2048)")
@@ -318,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
     parser.add_argument("--compile", action="store_true", help="torch.compile the folded models (slow to compile)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="torch,onnxruntime,openvino (default all; a runtime that is not installed is skipped, "
+                             "with a message)")
+    parser.add_argument("--image", default=str(PHOTO),
+                        help="picture every variant segments (resized to each size), or 'synthetic' for a generated "
+                             "one (default: the test photograph)")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the sssegmentation reference (needs the test extra installed)")
     parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
@@ -334,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = min(args.repeats, 3)
     args.heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    unknown = [h for h in args.heads if h not in HEADS] + [d for d in args.dtypes if d not in DTYPES]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = ([h for h in args.heads if h not in HEADS] + [d for d in args.dtypes if d not in DTYPES]
+               + [b for b in args.backends if b not in BACKENDS])
     if unknown:
-        parser.error(f"unknown head or dtype: {unknown}")
+        parser.error(f"unknown head, dtype or backend: {unknown}")
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     if args.device == "cuda":
         if not torch.cuda.is_available():
@@ -355,22 +483,27 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(), "runtimes": runtime_versions(), "load_average_before": os.getloadavg(),
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "native": {d: native_half_precision(args.device, DTYPES[d]) for d in args.dtypes},
         "peak_gflops_matmul": {d: p / 1e9 for d, p in peaks.items()},
     }
     print(f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['torch_threads']} threads, "
-          f"{machine['cpu_capability']}){' / ' + machine['gpu'] if machine['gpu'] else ''}; torch {torch.__version__}")
+          f"{machine['cpu_capability']}; {' '.join(machine['cpu_flags'])})"
+          f"{' / ' + machine['gpu'] if machine['gpu'] else ''}; torch {torch.__version__}; "
+          + ", ".join(f"{k} {v}" for k, v in machine["runtimes"].items() if v)
+          + f"; load average {' '.join(f'{x:.2f}' for x in machine['load_average_before'])}")
     print("matmul peak GFLOP/s: " + ", ".join(f"{d} {p / 1e9:.1f}" + ("" if machine["native"][d] else " (not native)")
                                            for d, p in peaks.items()))
     cases = [run_case(args, head, h, w, peaks) for head in args.heads for (h, w) in sizes]
     for dtype_name in args.dtypes:  # again after the cases: the larger of the two is the peak
         peaks[dtype_name] = max(peaks[dtype_name], measure_peak_flops(args.device, DTYPES[dtype_name]))
     machine["peak_gflops_matmul"] = {d: p / 1e9 for d, p in peaks.items()}
+    machine["load_average_after"] = os.getloadavg()
     for case in cases:
-        for row in case["variants"]:
-            row["percent_of_peak"] = 100 * row["achieved_gflops"] * 1e9 / peaks[row["dtype"]]
+        case["fastest"] = fastest(case)
     print_table(cases)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in machine['load_average_after'])}")
     report = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
               "machine": machine, "repeats": args.repeats, "warmup": args.warmup, "cases": cases,
               "see_also": "benchmarks/bench_loading.py for checkpoint loading times"}

@@ -221,14 +221,14 @@ def test_benchmark_script_writes_json(tmp_path):
     output = tmp_path / "results.json"
     bench = _bench_module()
     assert bench.main(["--sizes", "64x64", "--heads", "fcn", "--repeats", "1", "--no-reference", "--dtypes", "float32",
-                       "--channels-last", "on", "--output", str(output)]) == 0
+                       "--channels-last", "on", "--backends", "torch,onnxruntime", "--output", str(output)]) == 0
     report = json.loads(output.read_text())
     assert report["machine"]["peak_gflops_matmul"]["float32"] > 0
     (case,) = report["cases"]
     assert (case["segmentor"], case["height"], case["width"]) == ("fcn", 64, 64)
     assert case["gflop_per_forward"] > 1
     names = [row["variant"] for row in case["variants"]]
-    assert names == ["plain", "folded float32 channels_last"]
+    assert names == ["plain", "folded float32 channels_last", "onnxruntime float32"]
     for row in case["variants"]:
         assert row["median_s"] > 0 and row["achieved_gflops"] > 0 and row["peak_memory_mb"] > 0
         assert row["vs_ref"] is None

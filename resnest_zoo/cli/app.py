@@ -19,14 +19,21 @@ from ..errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotAvailableError,
+    ConfigFormatError,
     ConfigurationError,
     DeviceNotAvailableError,
     IntegrityError,
+    InvalidClassesError,
+    OptionalDependencyError,
+    OutputWriteError,
     ResNeStZooError,
+    RuntimeFileError,
+    RuntimeModelMismatchError,
     UnknownModelError,
     UnsafeCheckpointError,
+    UnsupportedOpsetError,
 )
-from . import cache, checkpoints, predict
+from . import cache, checkpoints, evaluate, predict
 from .common import CommandError
 from .exit_codes import ExitCode, exit_codes_help
 
@@ -42,6 +49,13 @@ _ERROR_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (UnsafeCheckpointError, ExitCode.UNUSABLE),
     (CheckpointFormatError, ExitCode.UNUSABLE),
     (CheckpointMismatchError, ExitCode.UNUSABLE),
+    (ConfigFormatError, ExitCode.UNUSABLE),  # a saved model's config.json (foreign, newer, malformed)
+    (InvalidClassesError, ExitCode.USAGE),
+    (OptionalDependencyError, ExitCode.USAGE),
+    (UnsupportedOpsetError, ExitCode.USAGE),
+    (OutputWriteError, ExitCode.USAGE),
+    (RuntimeFileError, ExitCode.UNUSABLE),
+    (RuntimeModelMismatchError, ExitCode.UNUSABLE),
     (FileNotFoundError, ExitCode.USAGE),
     (ResNeStZooError, ExitCode.PARTIAL),
 )
@@ -63,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for module in (checkpoints, predict, cache):
+    for module in (checkpoints, predict, evaluate, cache):
         module.register(add)
     return parser
 

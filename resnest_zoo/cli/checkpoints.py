@@ -69,13 +69,69 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from ..deploy.safetensors import export
 
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if args.weights and args.all:
         raise CommandError("--weights names one file: use it with SEGMENTOR DATASET, not --all", ExitCode.USAGE)
+    if args.hub_folder is not None:
+        return _export_hub_folders(args)
+    if args.format != "safetensors":
+        return _export_runtime_files(args)
+    if args.opset is not None:
+        raise CommandError("--opset applies to --format onnx or openvino", ExitCode.USAGE)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype or "float32"]
     for segmentor, dataset in selected_entries(args):
         path = export(segmentor, dataset, args.output, dtype=dtype, weights=args.weights,
                       cache_dir=args.cache_dir, progress=not args.quiet)
         print(path)
+    return ExitCode.OK
+
+
+def _export_hub_folders(args: argparse.Namespace) -> int:
+    """``export --hub-folder DIR``: each checkpoint as a saved-model folder ``DIR/NAME`` for the Hugging Face Hub."""
+    from ..deploy.hub_folder import export_hub_folder
+
+    given = [flag for flag, value in (("--format", args.format != "safetensors"), ("--dtype", args.dtype),
+                                      ("--opset", args.opset)) if value]
+    if given:
+        raise CommandError(f"--hub-folder writes float32 safetensors with config.json and a model card: drop "
+                           f"{', '.join(given)}", ExitCode.USAGE)
+    for segmentor, dataset in selected_entries(args):
+        print(export_hub_folder(segmentor, dataset, args.hub_folder, weights=args.weights, cache_dir=args.cache_dir,
+                                progress=not args.quiet))
+    return ExitCode.OK
+
+
+def _export_runtime_files(args: argparse.Namespace) -> int:
+    """``export --format onnx|openvino``: each checkpoint, verified, as a runtime file recording its sha256."""
+    from ..api import load
+    from ..catalogue import get_entry
+    from ..deploy.onnx import DEFAULT_OPSET, check_opset, check_writable, export_onnx
+    from ..deploy.openvino import export_openvino
+    from ..deploy.optional import require
+    from ..weights.integrity import verify
+    from ..weights.sources import download_entry, download_url, is_url
+
+    if args.dtype is not None:
+        raise CommandError(f"--dtype applies to --format safetensors: a {args.format} file keeps float32 weights and "
+                           f"the precision is chosen when it runs (predict --fp16)", ExitCode.USAGE)
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    exporter, suffix, needs = {"onnx": (export_onnx, ".onnx", ("onnx",)),
+                               "openvino": (export_openvino, ".xml", ("openvino", "onnx"))}[args.format]
+    check_opset(opset)  # every refusal before any download
+    for module in needs:
+        require(module, f"--format {args.format}")
+    output = Path(args.output)
+    check_writable(output)
+    for segmentor, dataset in selected_entries(args):
+        entry = get_entry(segmentor, dataset)
+        progress = not args.quiet
+        if args.weights is None:
+            source = download_entry(entry, cache_dir=args.cache_dir, progress=progress)
+        elif is_url(args.weights):
+            source = download_url(args.weights, cache_dir=args.cache_dir, progress=progress, entry=entry)
+        else:
+            source = verify(args.weights)
+        model = load(segmentor, dataset, weights=source.path, device="cpu")
+        print(exporter(model, output / (Path(entry.filename).stem + suffix), opset=opset, source_sha256=source.sha256))
     return ExitCode.OK
 
 
@@ -101,11 +157,23 @@ def register(add) -> None:
     p.add_argument("--sha256", help="exit with 3 unless every FILE has this digest")
     p.set_defaults(handler=_cmd_verify)
 
-    p = add("export", "Write model-only safetensors files (float32/16), ready to publish on a model hub.")
+    p = add("export", "Write model-only safetensors files (float32/16), ready to publish on a model hub; or, with "
+                      "--format onnx / openvino, the network as an ONNX file / OpenVINO IR for deployment.")
     add_entry_choice(p)
-    p.add_argument("-o", "--output", required=True, help="folder to write into (created if missing)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="dtype of the floating tensors written (default float32)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", help="folder to write into (created if missing)")
+    target.add_argument("--hub-folder", metavar="DIR",
+                        help="instead, each checkpoint as a saved-model folder DIR/NAME for the Hugging Face Hub: "
+                             "float32 model.safetensors, config.json, and a README.md model card (published mIoU, "
+                             "schedule, class table, links to the release); resnest_zoo.from_pretrained loads it")
+    p.add_argument("--format", choices=["safetensors", "onnx", "openvino"], default="safetensors",
+                   help="safetensors: the checkpoint's model tensors (default); onnx: NAME.onnx; openvino: NAME.xml + "
+                        "NAME.bin -- logits at the input size, batch/height/width dynamic, classes, palette, "
+                        "mean/std, resize rule and the checkpoint's sha256 in the metadata (needs "
+                        "pip install \"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\")")
+    p.add_argument("--opset", type=int, help="ONNX opset for --format onnx/openvino (default 17; 11 to 20)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="dtype of the floating tensors written, for --format safetensors (default float32)")
     p.add_argument("--weights", help="a local checkpoint file or URL instead of the catalogue's")
     add_cache_dir(p)
     add_quiet(p)

@@ -24,9 +24,10 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.PARTIAL: "some inputs failed (the others were processed), or an unexpected error",
     ExitCode.USAGE: ("bad usage or input: unknown model, no readable image, bad option or environment variable, "
                      "no such device, an output folder that cannot be written or would replace inputs or files "
-                     "predict did not write"),
+                     "predict did not write, a runtime (ONNX Runtime, OpenVINO) that is not installed"),
     ExitCode.UNAVAILABLE: "the checkpoint could not be obtained or failed verification (network, offline, sha256, unwritable cache)",
-    ExitCode.UNUSABLE: "the checkpoint is unusable (unsafe pickle, not a checkpoint, weights that do not fit)",
+    ExitCode.UNUSABLE: ("the checkpoint is unusable (unsafe pickle, not a checkpoint, weights that do not fit), or "
+                        "the runtime file is (not written by resnest-zoo, or of another model)"),
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.BROKEN_PIPE: ("the program reading the output stopped early (resnest-zoo list piped into head -3): "
                            "stopped quietly, as Unix tools do"),

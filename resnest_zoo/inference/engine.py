@@ -18,7 +18,8 @@ Nothing is read back to the host until the end: all label maps come back with a 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .prediction import Prediction
-from .preprocess import ParsedImage, as_image_batch, keep_ratio_size, normalize, resize_like_cv2
+from ..devices import resolve_device, warn_if_emulated
+from .preprocess import ParsedImage, as_image_batch, errors_naming, keep_ratio_size, normalize, resize_like_cv2
 
-__all__ = ["predict", "DEFAULT_BATCH_SIZE", "default_slide_window", "slide_windows", "resize_logits_rows"]
+__all__ = ["predict", "InferencePlan", "plan_inference", "evaluating", "DEFAULT_BATCH_SIZE", "default_slide_window", "slide_windows", "resize_logits_rows"]
 
 DEFAULT_BATCH_SIZE = 4
 """Images (``mode="whole"``) or windows (``mode="slide"``) per forward pass when ``batch_size`` is None."""
@@ -63,9 +65,10 @@ def predict(
             float in [0, 1]), a tensor ``CxHxW``/``HxWxC`` (uint8 or float in [0, 1]) -- or a batch: a list/tuple
             of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.preprocess`.
         device: where to compute; ``None`` = where the model is. A different device **moves the model** there
-            (once; it stays there).
+            (once; it stays there). One this machine lacks raises :class:`~resnest_zoo.DeviceNotAvailableError`.
         dtype: ``None`` computes in the weights' dtype (float32); ``torch.bfloat16`` / ``torch.float16`` run
-            under ``torch.autocast`` on the device (both work on CPU too); logits are averaged in float32.
+            under ``torch.autocast`` on the device (both work on CPU too); logits are averaged in float32. Where
+            the device has no native units for it, one warning per process says how much slower it will be.
         mode: ``"whole"`` or ``"slide"``: overlapping ``crop_size`` windows every ``stride`` pixels, logits
             averaged where they overlap; default the model's own (``config.inference_mode``, ``"whole"`` for all
             published checkpoints).
@@ -77,6 +80,10 @@ def predict(
         probabilities: also return ``(K, H, W)`` softmax probabilities at the original size (memory heavy).
         batch_size: images (whole) or windows (slide) per forward pass; default 4.
 
+    The network is whatever ``model`` is: a segmentor (PyTorch), or a :class:`~resnest_zoo.RuntimeModel` whose
+    network runs in ONNX Runtime or OpenVINO; ``model.predict(..., backend=...)`` chooses one
+    (:mod:`resnest_zoo.inference.backends`), and everything here is the same for all of them.
+
     Returns:
         A :class:`~resnest_zoo.prediction.Prediction` for a single image; a list of them, in input order, when
         ``images`` is a list/tuple or a 4-D tensor.
@@ -84,6 +91,119 @@ def predict(
     The model runs in eval mode under ``torch.inference_mode`` (a training-mode model is switched to eval for
     the call and back); the result is read back to the host once, at the end.
     """
+    plan = plan_inference(model, dtype=dtype, mode=mode, crop_size=crop_size, stride=stride, scales=scales,
+                          flip=flip, channels_last=channels_last, batch_size=batch_size)
+    config = plan.config
+    parsed, is_batch = as_image_batch(images)  # before touching the model: a bad input changes nothing
+    if not parsed:
+        return []
+    target = plan.prepare(model, device)
+    if plan.autocast_dtype is not None:
+        warn_if_emulated(target, plan.autocast_dtype)  # once per process, where it is emulated
+    pre = config.preprocessing
+    labels: list[torch.Tensor] = []
+    probs: list[torch.Tensor | None] = []
+    with evaluating(model):
+        for chunk in _chunks(parsed, plan.batch_size if plan.mode == "whole" else 1):
+            inputs = []
+            for image in chunk:
+                with errors_naming([image]):  # an error names the batch item (index, path)
+                    pixels = image.pixels.to(target, non_blocking=True)
+                    resized = resize_like_cv2(pixels, keep_ratio_size(*image.size, pre.resize))
+                    inputs.append(normalize(resized, pre.mean, pre.std)[None])
+            with errors_naming(chunk):
+                chunk_labels = plan.labels(model, target, inputs, [image.size for image in chunk], probabilities)
+            for image_labels, image_probs in chunk_labels:
+                labels.append(image_labels)
+                probs.append(image_probs)
+            del inputs
+
+    host_labels = torch.cat([item.reshape(-1) for item in labels]).cpu().numpy()  # the one host read of the labels
+    palette = np.asarray(config.palette, dtype=np.uint8)
+    results = []
+    offset = 0
+    for image, prob in zip(parsed, probs):
+        height, width = image.size
+        image_labels = host_labels[offset:offset + height * width].reshape(height, width)
+        offset += height * width
+        results.append(Prediction(
+            labels=image_labels,
+            class_names=config.class_names,
+            palette=palette,
+            image=np.ascontiguousarray(image.pixels.permute(1, 2, 0).cpu().numpy()),
+            probabilities=None if prob is None else prob.cpu().numpy(),
+        ))
+    return results if is_batch else results[0]
+
+
+# ------------------------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class InferencePlan:
+    """``predict``'s options, checked once: how a batch of resized, normalised images becomes label maps.
+
+    :func:`predict`, the streaming pipeline (:mod:`resnest_zoo.inference.stream`) and the evaluation share it,
+    so a label map is computed the same way whichever of them asks.
+    """
+
+    config: Any
+    mode: str
+    window: tuple[int, int] | None
+    stride: tuple[int, int] | None
+    scales: list[float]
+    flip: bool
+    batch_size: int
+    input_dtype: torch.dtype
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def label_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.config.num_classes <= 256 else torch.int64
+
+    def prepare(self, model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+        """Move the model to ``device`` (None: where it is) and convert it to channels-last if asked; the device."""
+        target = _resolve_device(model, device)
+        if self.channels_last:
+            _to_channels_last(model)
+        return target
+
+    def run(self, model: torch.nn.Module, device: torch.device, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of one forward pass over normalised ``(N, 3, h, w)`` images."""
+        images = images.to(self.input_dtype)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        context = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                   else nullcontext())
+        with context:
+            logits = model(images)
+        return logits.float()
+
+    def labels(self, model: torch.nn.Module, device: torch.device, inputs: list[torch.Tensor],
+               sizes: Sequence[tuple[int, int]], probabilities: bool = False,
+               ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per image, ``(labels, probabilities or None)`` at ``sizes`` (the original image sizes), on ``device``.
+
+        ``inputs`` are normalised ``(1, 3, h, w)`` images at the resized size; equal-size ones share forward passes.
+        Call under :func:`evaluating`.
+        """
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return self.run(model, device, batch)
+
+        if self.mode == "whole":
+            path_logits = _whole_paths(run, inputs, self.scales, self.flip, self.batch_size)
+        else:
+            num_classes = self.config.num_classes
+            path_logits = [_paths(lambda x: slide_logits(run, x, self.window, self.stride, num_classes,
+                                                         self.batch_size), x, self.scales, self.flip)
+                           for x in inputs]
+        return [_labels_at(logits, size, self.label_dtype, probabilities) for logits, size in zip(path_logits, sizes)]
+
+
+def plan_inference(model: torch.nn.Module, *, dtype: torch.dtype | None = None, mode: str | None = None,
+                   crop_size: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
+                   scales: Sequence[float] = (1.0,), flip: bool = False, channels_last: bool = False,
+                   batch_size: int | None = None) -> InferencePlan:
+    """Check ``predict``'s options against the model (see :func:`predict`) without touching it or any image."""
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError(
@@ -104,68 +224,22 @@ def predict(
     batch = _check_batch_size(batch_size)
     if not isinstance(flip, bool):
         raise TypeError(f"flip must be True or False, got {flip!r}")
-
     input_dtype, autocast_dtype = _resolve_dtype(model, dtype)
-    parsed, is_batch = as_image_batch(images)  # before touching the model: a bad input changes nothing
-    if not parsed:
-        return []
-    target = _resolve_device(model, device)
-    if channels_last:
-        _to_channels_last(model)
-    num_classes = config.num_classes
-    label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
-    pre = config.preprocessing
+    return InferencePlan(config, mode, window, stride_hw, scale_list, flip, batch, input_dtype, autocast_dtype,
+                         bool(channels_last))
 
-    def run(batch_images: torch.Tensor) -> torch.Tensor:
-        batch_images = batch_images.to(input_dtype)
-        if channels_last:
-            batch_images = batch_images.contiguous(memory_format=torch.channels_last)
-        context = torch.autocast(target.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
-        with context:
-            logits = model(batch_images)
-        return logits.float()
 
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (BatchNorm on its running statistics) and ``torch.inference_mode`` for the block; the model's
+    training flag is restored afterwards."""
     was_training = model.training
-    model.eval()  # BatchNorm must use its running statistics; restored below
-    labels: list[torch.Tensor] = []
-    probs: list[torch.Tensor | None] = []
+    model.eval()
     try:
         with torch.inference_mode():
-            for chunk in _chunks(parsed, batch if mode == "whole" else 1):
-                inputs = []
-                for image in chunk:
-                    pixels = image.pixels.to(target, non_blocking=True)
-                    resized = resize_like_cv2(pixels, keep_ratio_size(*image.size, pre.resize))
-                    inputs.append(normalize(resized, pre.mean, pre.std)[None])
-                if mode == "whole":
-                    path_logits = _whole_paths(run, inputs, scale_list, flip, batch)
-                else:
-                    path_logits = [_paths(lambda x: slide_logits(run, x, window, stride_hw, num_classes, batch),
-                                          x, scale_list, flip) for x in inputs]
-                for image, logits in zip(chunk, path_logits):
-                    image_labels, image_probs = _labels_at(logits, image.size, label_dtype, probabilities)
-                    labels.append(image_labels)
-                    probs.append(image_probs)
-                del path_logits, inputs
+            yield
     finally:
         model.train(was_training)
-
-    host_labels = torch.cat([item.reshape(-1) for item in labels]).cpu().numpy()  # the one host read of the labels
-    palette = np.asarray(config.palette, dtype=np.uint8)
-    results = []
-    offset = 0
-    for image, prob in zip(parsed, probs):
-        height, width = image.size
-        image_labels = host_labels[offset:offset + height * width].reshape(height, width)
-        offset += height * width
-        results.append(Prediction(
-            labels=image_labels,
-            class_names=config.class_names,
-            palette=palette,
-            image=np.ascontiguousarray(image.pixels.permute(1, 2, 0).cpu().numpy()),
-            probabilities=None if prob is None else prob.cpu().numpy(),
-        ))
-    return results if is_batch else results[0]
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -223,7 +297,7 @@ def _resolve_device(model: torch.nn.Module, device: str | torch.device | None) -
         raise ValueError("the model's weights are on the meta device (not materialised); load weights before predict()")
     if device is None:
         return current
-    wanted = torch.device(device)
+    wanted = resolve_device(device)  # DeviceNotAvailableError for a device this machine lacks
     if wanted.type != current.type or (wanted.index is not None and wanted.index != current.index):
         model.to(wanted)
         current = next(model.parameters()).device
@@ -353,18 +427,20 @@ def resize_logits_rows(logits: torch.Tensor, size: tuple[int, int]) -> Iterator[
 
     Yields ``(first_row, end_row, band)`` with ``band`` of shape ``(K, end_row - first_row, W)``; the result equals
     ``F.interpolate(logits[None], size, mode="bilinear", align_corners=False)[0]`` up to float rounding, without
-    ever holding all of it.
+    ever holding all of it. Each band's rows are blended from their two source rows at the source width, then
+    widened by ``F.interpolate`` itself (its height unchanged, so exact along that axis), which is 2.5-3x faster
+    than gathering columns and about as fast as one whole ``F.interpolate``.
     """
     classes, height, width = logits.shape
     out_height, out_width = size
     y0, y1, wy0, wy1 = _bilinear_taps(height, out_height, logits.device)
-    x0, x1, wx0, wx1 = _bilinear_taps(width, out_width, logits.device)
     rows_per_band = max(1, _BAND_ELEMENTS // max(1, classes * max(out_width, width)))
     for start in range(0, out_height, rows_per_band):
         end = min(start + rows_per_band, out_height)
         rows = (logits.index_select(1, y0[start:end]) * wy0[start:end, None]
                 + logits.index_select(1, y1[start:end]) * wy1[start:end, None])
-        yield start, end, rows.index_select(2, x0) * wx0 + rows.index_select(2, x1) * wx1
+        yield start, end, F.interpolate(rows[None], size=(end - start, out_width), mode="bilinear",
+                                        align_corners=False)[0]
 
 
 def _labels_at(path_logits: list[torch.Tensor], size: tuple[int, int], label_dtype: torch.dtype,

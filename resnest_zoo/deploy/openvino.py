@@ -1,0 +1,57 @@
+"""OpenVINO IR export (``.xml`` + ``.bin``) of a segmentor, made from the verified ONNX graph.
+
+>>> resnest_zoo.export_openvino(model, "deeplabv3plus_cityscapes.xml")        # doctest: +SKIP
+
+The network is the ONNX export's (:mod:`resnest_zoo.deploy.onnx`: ``model(images)``, dynamic batch, height and
+width), read by ``openvino.Core.read_model`` (not ``openvino.convert_model``, which sends usage telemetry to
+Intel unless the user opted out) and written by ``openvino.save_model`` with float32 weights
+(``compress_to_fp16=False``: the precision is chosen when the model is compiled, not baked into the file). The
+metadata is the ONNX file's, in the IR's ``rt_info`` under ``resnest_zoo``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from .metadata import FORMAT_KEY
+from .onnx import DEFAULT_OPSET, export_file, onnx_bytes, runtime_metadata
+from .optional import require
+
+__all__ = ["export_openvino", "openvino_model"]
+
+
+def openvino_model(model: nn.Module, **options) -> object:
+    """The ``openvino.Model`` of :func:`export_openvino` (same keyword arguments), metadata included, in memory."""
+    ov = require("openvino", "OpenVINO export")
+    metadata = runtime_metadata(model, **options)
+    converted = ov.Core().read_model(onnx_bytes(model, **options))
+    for key, value in metadata.items():
+        converted.set_rt_info(value, [FORMAT_KEY, key])
+    return converted
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = True,
+    fold_batchnorm: bool = True,
+    source_sha256: str | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Path:
+    """Write ``model`` as OpenVINO IR: ``path`` (``.xml``, the graph) and the ``.bin`` beside it (the weights).
+
+    The arguments are :func:`~resnest_zoo.export_onnx`'s (the IR is converted from that ONNX graph); returns the
+    ``.xml`` path. Needs ``pip install "resnest-zoo[openvino]"`` (OpenVINO, and onnx for the export).
+    """
+    options = dict(opset=opset, dynamic=dynamic, fold_batchnorm=fold_batchnorm, source_sha256=source_sha256,
+                   input_size=input_size)
+
+    def write(staged: Path) -> None:
+        require("openvino", "OpenVINO export").save_model(openvino_model(model, **options), str(staged),
+                                                          compress_to_fp16=False)
+
+    return export_file(model, path, ".xml", write, options, needs=("openvino", "onnx"))

@@ -1,0 +1,26 @@
+"""The optional runtimes (onnx, ONNX Runtime, OpenVINO): which extra provides each, imported only when used.
+
+``import resnest_zoo`` and the PyTorch path never import them; asking for one that is missing raises
+:class:`~resnest_zoo.errors.OptionalDependencyError` naming the ``pip install`` that provides it.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import OptionalDependencyError
+
+__all__ = ["EXTRAS", "require"]
+
+# importable module -> the resnest-zoo extra (pyproject.toml [project.optional-dependencies]) that installs it
+EXTRAS: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnx", "openvino": "openvino"}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` (a key of :data:`EXTRAS`), or say which extra to install for ``purpose``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"{purpose} needs the {module!r} package, which is not installed ({exc}); install it with "
+            f'pip install "resnest-zoo[{EXTRAS[module]}]"') from None
