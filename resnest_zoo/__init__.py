@@ -34,6 +34,12 @@ _EXPORTS: dict[str, str] = {
     "DeepLabV3": "models.segmentor",
     "DeepLabV3Plus": "models.segmentor",
     "Prediction": "inference.prediction",
+    "evaluate": "evaluation.runner",
+    "EvaluationResult": "evaluation.result",
+    "predict_to_folder": "inference.batch",
+    "BatchSummary": "inference.batch",
+    "from_pretrained": "hub.pretrained",
+    "TrainingOutput": "models.segmentor",
     "ResNeStZooError": "errors",
     "UnknownModelError": "errors",
     "CatalogueError": "errors",
@@ -43,6 +49,23 @@ _EXPORTS: dict[str, str] = {
     "CheckpointNotAvailableError": "errors",
     "IntegrityError": "errors",
     "ConfigurationError": "errors",
+    "DatasetError": "errors",
+    "ImageReadError": "errors",
+    "OutputWriteError": "errors",
+    "OutputConflictError": "errors",
+    "InvalidClassesError": "errors",
+    "PretrainedNotFoundError": "errors",
+    "ConfigFormatError": "errors",
+    "ForeignConfigError": "errors",
+    "ConfigVersionError": "errors",
+    "DeviceNotAvailableError": "errors",
+    "export_onnx": "deploy.onnx",
+    "export_openvino": "deploy.openvino",
+    "RuntimeModel": "inference.backends",
+    "OptionalDependencyError": "errors",
+    "UnsupportedOpsetError": "errors",
+    "RuntimeFileError": "errors",
+    "RuntimeModelMismatchError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -74,12 +97,35 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see
         CheckpointMismatchError,
         CheckpointNotAvailableError,
         ConfigurationError,
+        DatasetError,
+        ConfigFormatError,
+        ConfigVersionError,
+        ForeignConfigError,
+        InvalidClassesError,
+        PretrainedNotFoundError,
+        DeviceNotAvailableError,
+        ImageReadError,
         IntegrityError,
+        OutputConflictError,
+        OutputWriteError,
         ResNeStZooError,
         UnknownModelError,
         UnsafeCheckpointError,
     )
+    from .errors import (
+        OptionalDependencyError,
+        RuntimeFileError,
+        RuntimeModelMismatchError,
+        UnsupportedOpsetError,
+    )
+    from .deploy.onnx import export_onnx
+    from .deploy.openvino import export_openvino
+    from .inference.backends import RuntimeModel
+    from .evaluation.result import EvaluationResult
+    from .evaluation.runner import evaluate
+    from .inference.batch import BatchSummary, predict_to_folder
     from .inference.prediction import Prediction
     from .models.optimize import optimize_for_inference
-    from .models.segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor
+    from .hub.pretrained import from_pretrained
+    from .models.segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor, TrainingOutput
     from .weights.integrity import verify

@@ -70,8 +70,8 @@ def resize_target(model: Segmentor, target: tuple[int, int]):
 
 def reference_preprocess(path: Path, target: tuple[int, int], entry) -> torch.Tensor:
     """The reference test pipeline: cv2.imread (BGR) -> Resize(keep_ratio) -> Normalize(to RGB) -> ToTensor."""
-    cv2 = pytest.importorskip("cv2")
-    transforms = pytest.importorskip("ssseg.modules.datasets.pipelines.transforms")
+    import cv2
+    from ssseg.modules.datasets.pipelines import transforms
     image = cv2.imread(str(path))
     sample = {"image": image, "width": image.shape[1], "height": image.shape[0]}
     sample = transforms.Resize(output_size=target, keep_ratio=True, scale_range=None)(sample)
@@ -103,13 +103,14 @@ class ReferenceShim(nn.Module):
         return SimpleNamespace(seg_logits=self.model(inputs.images))
 
     def inference(self, images, forward_args=None):
-        base = pytest.importorskip("ssseg.modules.models.segmentors.base")
+        from ssseg.modules.models.segmentors import base
         return base.BaseSegmentor.inference(self, images, forward_args)
 
 
 def reference_tta_probabilities(model: Segmentor, image: torch.Tensor, size, forward_cfg, scales, flip):
     """What the reference's test.py computes: auginference, each path resized to the image, averaged."""
-    base = pytest.importorskip("ssseg.modules.models.segmentors.base")
+    from ssseg.modules.models.segmentors import base  # the oracle (test extra): missing means failing
+
     shim = ReferenceShim(model, forward_cfg, scales, flip)
     with torch.no_grad():
         paths = base.BaseSegmentor.auginference(shim, image)
@@ -169,7 +170,8 @@ SHAPES = [(106, 160), (375, 500), (500, 375), (1024, 2048), (1080, 1920), (300, 
 
 @pytest.mark.parametrize("target", REAL_TARGETS)
 def test_keep_ratio_size_equals_the_reference_resize(target):
-    transforms = pytest.importorskip("ssseg.modules.datasets.pipelines.transforms")
+    from ssseg.modules.datasets.pipelines import transforms  # the oracle (test extra)
+
     resize = transforms.Resize(output_size=target, keep_ratio=True, scale_range=None)
     for height, width in SHAPES:
         sample = resize({"image": np.zeros((height, width, 3), np.uint8)})
@@ -177,7 +179,8 @@ def test_keep_ratio_size_equals_the_reference_resize(target):
 
 
 def test_resize_is_bit_exact_with_opencv(photo):
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # the reference's resize (a dependency of sssegmentation, in the test extra)
+
     rng = np.random.default_rng(0)
     cases = [(photo, (512, 773)), (photo, (1024, 1546)), (photo, (53, 80)), (photo, (48, 72))]
     cases += [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), size) for (h, w), size in [

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..distributed import Ranks, all_reduce_sum, device_for, process_group, ranks_from_environment, shard
+from ..distributed import all_reduce_sum, device_for, process_group, ranks_from_environment, shard
 from ..errors import OutputWriteError
 from .engine import InferencePlan, plan_inference
 from .inputs import collect_inputs
