@@ -217,9 +217,11 @@ def test_bfloat16_autocast_labels_agree_with_float32(models, image96):
 
 
 @pytest.mark.slow
-def test_benchmark_script_writes_json(tmp_path):
+def test_benchmark_script_writes_json(tmp_path, monkeypatch):
     output = tmp_path / "results.json"
     bench = _bench_module()
+    measure = bench.measure_peak_flops  # its matmuls grow to ~1.5 s of work: a smaller budget keeps the test short
+    monkeypatch.setattr(bench, "measure_peak_flops", lambda device, dtype, budget_s=1.5: measure(device, dtype, 0.05))
     assert bench.main(["--sizes", "64x64", "--heads", "fcn", "--repeats", "1", "--no-reference", "--dtypes", "float32",
                        "--channels-last", "on", "--backends", "torch,onnxruntime", "--output", str(output)]) == 0
     report = json.loads(output.read_text())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,13 +11,6 @@ from .exit_codes import ExitCode
 from .predict import _half_precision, at_least
 
 __all__ = ["register"]
-
-
-def _write_json(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so no half-written file remains."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def _model_choice(args: argparse.Namespace) -> ModelChoice:
@@ -51,6 +43,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..distributed import device_for, ranks_from_environment
     from ..errors import DatasetError, ImageReadError
     from ..evaluation.runner import evaluate
+    from ..inference.outputs import write_atomically
 
     choice = _model_choice(args)
     if choice.saved is None:
@@ -82,7 +75,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(result)
         sys.stdout.flush()
         if json_path is not None:
-            _write_json(json_path, result.to_json())
+            write_atomically(json_path, lambda handle: handle.write(result.to_json().encode("utf-8")))
     return ExitCode.OK
 
 

@@ -26,7 +26,8 @@ __all__ = ["save_pretrained", "push_to_hub", "write_folder", "describe_folder"]
 
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
                     metrics: Mapping[str, float] | None = None, repo_id: str | None = None) -> Path:
-    """Write ``model`` (a :class:`~resnest_zoo.Segmentor`) into ``save_directory`` as ``model.safetensors`` (float32), ``config.json`` and ``README.md``.
+    """Write ``model`` (a :class:`~resnest_zoo.Segmentor`) into ``save_directory`` as ``model.safetensors``
+    (float32), ``config.json`` and ``README.md``.
 
     ``config.json`` holds all :func:`from_pretrained` needs to rebuild and use the model (architecture, classes,
     palette, test-time preprocessing), the weights' sha256 and the published checkpoint they started from;
