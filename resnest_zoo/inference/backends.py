@@ -56,7 +56,9 @@ __all__ = [
 BACKENDS = ("torch", "onnxruntime", "openvino")
 """``backend=`` names: ``torch`` (the module itself) and the runtime backends."""
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+def _dtype_name(dtype: Any) -> str:
+    """``float32`` for ``torch.float32``: how messages name a precision."""
+    return str(dtype).removeprefix("torch.")
 
 
 def check_backend(backend: Any) -> str:
@@ -84,11 +86,11 @@ class RuntimeBackend(ABC):
 
     def check_dtype(self, dtype: torch.dtype) -> None:
         if dtype not in self.dtypes():
-            names = ", ".join(_DTYPE_NAMES[d] for d in self.dtypes())
+            names = ", ".join(_dtype_name(d) for d in self.dtypes())
             hint = "; OpenVINO (backend='openvino') runs bfloat16 on CPUs with AVX512-BF16 or AMX" \
                 if self.name == "onnxruntime" else ""
             raise ValueError(f"the {self.name} backend computes in {names} on this machine, not "
-                             f"{_DTYPE_NAMES.get(dtype, dtype)}{hint}; pass dtype=None for float32")
+                             f"{_dtype_name(dtype)}{hint}; pass dtype=None for float32")
 
 
 def _threads(threads: int | None) -> int:
