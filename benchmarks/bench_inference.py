@@ -6,7 +6,7 @@
 (sssegmentation, float32) interleaved with our model as ``load()`` returns it (``plain``), with BatchNorm
 folded (``optimize_for_inference``), in NCHW and channels_last, in float32 and under bfloat16 autocast, and
 the same folded network run by ONNX Runtime (float32) and OpenVINO (float32, and bfloat16 where the CPU has
-it): ``backend="onnxruntime"`` / ``"openvino"`` (``resnest_zoo.inference.backends``, exported in memory from
+it): ``backend="onnxruntime"`` / ``"openvino"`` (``resnest_zoo.deploy.runtime``, exported in memory from
 the same weights). Without ``--quick`` every head in ``--heads`` runs at every size in ``--sizes`` (default
 512x512 and 1024x2048, the Cityscapes frame: slow on a CPU).
 
@@ -66,7 +66,7 @@ from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmark
 from resnest_zoo.catalogue import get_entry  # noqa: E402
 from resnest_zoo.devices import native_half_precision  # noqa: E402
 from resnest_zoo.errors import OptionalDependencyError  # noqa: E402
-from resnest_zoo.inference.backends import RuntimeModel  # noqa: E402
+from resnest_zoo.deploy.runtime import RuntimeModel  # noqa: E402
 from resnest_zoo.inference.preprocess import normalize, parse_image, resize_like_cv2  # noqa: E402
 from resnest_zoo.models.optimize import optimize_for_inference  # noqa: E402
 from resnest_zoo.models.segmentor import build_segmentor  # noqa: E402

@@ -19,7 +19,6 @@ from .errors import CatalogueError, ConfigFormatError, UnknownModelError
 
 __all__ = [
     "CheckpointEntry",
-    "Preprocessing",
     "SEGMENTORS",
     "DATASET_KEYS",
     "catalogue",

@@ -13,12 +13,16 @@ import warnings
 import torch
 
 from .errors import DeviceNotAvailableError
+from .options import PRECISIONS
 
 __all__ = [
+    "dtype_of",
+    "precision_name",
     "default_device",
     "resolve_device",
     "available_devices",
     "native_half_precision",
+    "half_precision",
     "emulated_half_precision",
     "warn_if_emulated",
 ]
@@ -29,6 +33,18 @@ _EMULATED_SLOWDOWN = {torch.bfloat16: "about 7 times", torch.float16: "more than
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _warned: set[tuple[str, torch.dtype]] = set()  # (device type, dtype) pairs already warned about in this process
+
+
+def dtype_of(name: str) -> torch.dtype:
+    """The torch dtype of a precision name of :data:`resnest_zoo.options.PRECISIONS` (``"bfloat16"`` ...)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    return getattr(torch, name)
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """How messages, files and the command line name a precision: ``"bfloat16"`` for ``torch.bfloat16``."""
+    return str(dtype).removeprefix("torch.")
 
 
 def default_device() -> torch.device:
@@ -125,9 +141,9 @@ def emulated_half_precision(device: str | torch.device, dtype: torch.dtype) -> s
     if native_half_precision(device, dtype):
         return None
     kind = torch.device(device).type
-    name = str(dtype).replace("torch.", "")
+    name = precision_name(dtype)
     other = torch.float16 if dtype == torch.bfloat16 else torch.bfloat16
-    other_name = str(other).replace("torch.", "")
+    other_name = precision_name(other)
     where = "this CPU" if kind == "cpu" else f"this {kind} device"
     units = " (CPUs need AVX512-BF16/AMX for bfloat16, AVX512-FP16/AMX-FP16 for float16)" if kind == "cpu" else ""
     slowdown = _EMULATED_SLOWDOWN.get(dtype, "several times") if kind == "cpu" else "several times"
@@ -137,6 +153,18 @@ def emulated_half_precision(device: str | torch.device, dtype: torch.dtype) -> s
         advice = "float32 is the fastest here"
     return (f"{where} has no native {name} arithmetic{units}, so {name} is emulated and runs {slowdown} slower "
             f"than float32; {advice}")
+
+
+def half_precision(device: str | torch.device) -> torch.dtype:
+    """The half precision to compute in on ``device`` (what ``--fp16`` means): float16 on CUDA, bfloat16 on a CPU,
+    or the other one where only that is native. A ``ValueError`` says why where neither is native, since emulated
+    half precision is many times slower than float32."""
+    device = torch.device(device)
+    preferred = (torch.float16, torch.bfloat16) if device.type == "cuda" else (torch.bfloat16, torch.float16)
+    for dtype in preferred:
+        if native_half_precision(device, dtype):
+            return dtype
+    raise ValueError(emulated_half_precision(device, preferred[0]))
 
 
 def warn_if_emulated(device: str | torch.device, dtype: torch.dtype) -> None:

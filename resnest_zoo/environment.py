@@ -1,8 +1,8 @@
 """Every environment variable resnest_zoo reads: its name, what it means, and how its value is parsed.
 
 This module is the only place that knows the names; the rest of the package asks it
-(``environment.cache_dir()``, ``environment.retries()`` ...), and README's table of variables is checked
-against :data:`VARIABLES` by the tests. A value that cannot be parsed raises :class:`ConfigurationError`
+(``environment.flag(environment.OFFLINE)``, ``environment.number(environment.RETRIES, ...)`` ...), and the
+documentation's table of variables is checked against :data:`VARIABLES` by the tests. A value that cannot be parsed raises :class:`ConfigurationError`
 naming the variable, the value received and what it accepts.
 """
 from __future__ import annotations
@@ -11,6 +11,10 @@ import os
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
+from .options import MAX_RETRY_DELAY
+from .options import RETRIES as RETRIES_DEFAULT
+from .options import RETRY_DELAY as RETRY_DELAY_DEFAULT
+from .options import TIMEOUT as TIMEOUT_DEFAULT
 
 __all__ = [
     "Variable",
@@ -55,10 +59,10 @@ CACHE = Variable("RESNEST_ZOO_CACHE", "cache folder")
 MIRROR = Variable("RESNEST_ZOO_MIRROR", "base URL or local folder tried before the catalogue URL")
 OFFLINE = Variable("RESNEST_ZOO_OFFLINE", "1: never touch the network")
 HF_OFFLINE = Variable("HF_HUB_OFFLINE", "1: never touch the network (huggingface_hub's own switch, honoured too)")
-RETRIES = Variable("RESNEST_ZOO_RETRIES", "retries after a failed transfer (default 4)")
-RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY",
-                       "backoff factor in seconds: retries wait 0, 2, 4, 8 ... times it, at most 30 s (default 1)")
-TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", "network timeout in seconds (default 30)")
+RETRIES = Variable("RESNEST_ZOO_RETRIES", f"retries after a failed transfer (default {RETRIES_DEFAULT})")
+RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY", f"backoff factor in seconds: retries wait 0, 2, 4, 8 ... times it, "
+                                                  f"at most {MAX_RETRY_DELAY:g} s (default {RETRY_DELAY_DEFAULT:g})")
+TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", f"network timeout in seconds (default {TIMEOUT_DEFAULT:g})")
 GITHUB_API = Variable("RESNEST_ZOO_GITHUB_API", "GitHub API base URL asked for release assets' size and digest "
                       "(default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)")
 GITHUB_TOKEN = Variable("GITHUB_TOKEN", "token sent to that API when set (unauthenticated calls: 60 an hour)")

@@ -13,16 +13,21 @@ __all__ = [
     "CheckpointNotAvailableError",
     "IntegrityError",
     "ConfigurationError",
+    "DeviceNotAvailableError",
+    "DatasetError",
+    "ImageReadError",
+    "OutputWriteError",
+    "FolderReadError",
     "InvalidClassesError",
     "PretrainedNotFoundError",
     "ConfigFormatError",
     "ForeignConfigError",
     "ConfigVersionError",
-    "DeviceNotAvailableError",
     "OptionalDependencyError",
     "UnsupportedOpsetError",
     "RuntimeFileError",
     "RuntimeModelMismatchError",
+    "OutputConflictError",
 ]
 
 
@@ -97,6 +102,11 @@ class ImageReadError(ResNeStZooError, ValueError):
 
 class OutputWriteError(ResNeStZooError, OSError):
     """An output file that cannot be written (folder not writable, disk full ...); outputs already written are kept."""
+
+
+class FolderReadError(ResNeStZooError, OSError):
+    """A folder of inputs (pictures, a dataset, training data) that cannot be listed: no permission, or gone while
+    it was read. Its files are never skipped silently: the work stops before it starts."""
 
 
 # --- models of one's own: new classes, saved folders (config.json) -------------------------------------------

@@ -24,6 +24,9 @@ from resnest_zoo.errors import CheckpointMismatchError
 from resnest_zoo.models.segmentor import build_segmentor
 from resnest_zoo.weights import cache, integrity, obtain
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
+from resnest_zoo.models import strict
+from resnest_zoo.models.strict import fits
+from resnest_zoo.weights import sources
 from resnest_zoo.weights.sources import SourceSettings
 from resnest_zoo.weights.transfer import RetryPolicy
 
@@ -156,7 +159,24 @@ def tiny_fit_check(entry: CheckpointEntry, state_dict, source: str) -> None:
 
 def use_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Downloads check files against :func:`tiny_fit_check`: quick tests of caching, with 2 MB files."""
-    monkeypatch.setattr(obtain, "check_fits", tiny_fit_check)
+    monkeypatch.setattr(strict, "check_fits", tiny_fit_check)
+
+
+def download_entry(entry: CheckpointEntry, **options):
+    """The weights layer's download of ``entry``, checking its tensors as ``resnest_zoo.download`` does."""
+    return sources.download_entry(entry, check=fits(entry), **options)
+
+
+def download_url(url: str, **options):
+    """The weights layer's download of a URL, checking its tensors against ``entry=`` as ``load`` does."""
+    entry = options.get("entry")
+    return sources.download_url(url, check=fits(entry) if entry is not None else None, **options)
+
+
+def checkpoint_state_dict(entry: CheckpointEntry, **options):
+    """``(tensors, source)`` of ``entry`` as ``resnest_zoo.load`` reads them (its file's digest is dropped)."""
+    state_dict, source, _ = sources.checkpoint_state_dict(entry, check=fits(entry), **options)
+    return state_dict, source
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,7 @@ from torch import nn
 import resnest_zoo
 from resnest_zoo.catalogue import get_entry
 from resnest_zoo.errors import OptionalDependencyError, RuntimeFileError, RuntimeModelMismatchError
-from resnest_zoo.inference.backends import BACKENDS, RuntimeModel, with_backend
+from resnest_zoo.deploy.runtime import BACKENDS, RuntimeModel, with_backend
 from resnest_zoo.inference.engine import predict
 
 from conftest import randomize_batchnorm

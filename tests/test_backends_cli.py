@@ -14,7 +14,7 @@ from PIL import Image
 import resnest_zoo
 from resnest_zoo.catalogue import get_entry
 from resnest_zoo.cli import main
-from resnest_zoo.inference.backends import RuntimeModel
+from resnest_zoo.deploy.runtime import RuntimeModel
 
 from deploy_helpers import PHOTO
 from test_backends import tiny
@@ -57,14 +57,17 @@ def test_predict_refuses_what_a_runtime_cannot_do_before_loading(tiny_onnx, tmp_
     _, path = tiny_onnx
     photo, out = str(PHOTO), str(tmp_path / "out")
     cases = [
-        (["--runtime-file", str(path)], 2, "--runtime-file is run by --backend onnxruntime or openvino"),
-        (["--backend", "onnxruntime", "--fp16"], 2, "computes in float32 only; --backend openvino runs bfloat16"),
-        (["--backend", "onnxruntime", "--runtime-file", str(path), "--weights", str(path)], 2, "drop --weights"),
-        (["--backend", "openvino", "--runtime-file", str(PHOTO)], 4, "neither an OpenVINO IR"),
+        (["-m", "fcn/voc", "--runtime-file", str(path)], 2, "--runtime-file is run by --backend onnxruntime or openvino"),
+        (["-m", "fcn/voc", "--backend", "onnxruntime", "--fp16"], 2,
+         "computes in float32 only; --backend openvino runs bfloat16"),
+        (["-m", "fcn/voc", "--backend", "onnxruntime", "--runtime-file", str(path), "--weights", str(path)], 2,
+         "drop --weights"),
+        (["-m", "fcn/voc", "--backend", "openvino", "--runtime-file", str(PHOTO)], 4, "neither an OpenVINO IR"),
         (["-m", "fcn/ade20k", "--backend", "openvino", "--runtime-file", str(path)], 4, "holds another model (fcn/voc)"),
+        (["-m", "fcn/voc", "-m", "fcn/ade20k"], 2, "give one -m MODEL"),
     ]
     for extra, expected_code, message in cases:
-        code, error = cli("predict", photo, "-m", "fcn/voc", "-o", out, *extra)
+        code, error = cli("predict", photo, "-o", out, *extra)
         assert (code, error.count("\n")) == (expected_code, 1), (extra, error)
         assert message in error, (extra, error)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
@@ -84,7 +87,7 @@ def test_export_refuses_bad_options_before_any_download(tmp_path, monkeypatch):
     ]
     for extra, message in cases:
         output = [] if "-o" in extra else ["-o", str(tmp_path / "out")]
-        code, error = cli("export", "fcn", "voc", *output, *extra)
+        code, error = cli("export", "-m", "fcn/voc", *output, *extra)
         assert code == 2 and message in error, (extra, error)
 
 
@@ -111,7 +114,7 @@ def test_full_size_export_then_runtime_file_in_python_and_in_the_command(publish
     the VOC test size, 256 x 386, to keep the test short) equal PyTorch's, bfloat16 agree on at least 99.5%."""
     checkpoint, _ = published_checkpoint("deeplabv3plus", "voc")
     digest = resnest_zoo.verify(checkpoint).sha256
-    exported = run("export", "deeplabv3plus", "voc", "--format", "openvino", "--weights", str(checkpoint),
+    exported = run("export", "-m", "deeplabv3plus/voc", "--format", "openvino", "--weights", str(checkpoint),
                    "-o", str(tmp_path / "ir"), "-q", timeout=600)
     assert exported.returncode == 0, exported.stderr
     xml = tmp_path / "ir" / "deeplabv3plus_resnest101os8_voc_train.xml"

@@ -3,6 +3,7 @@
 ``formatresults`` writes them, and bad inputs or outputs handled as documented."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 import resnest_zoo
+from resnest_zoo.files import temporary_path
 from resnest_zoo.errors import OutputConflictError, OutputWriteError
 from resnest_zoo.inference import outputs as outputs_module
 
@@ -55,7 +57,7 @@ def test_masks_equal_predict_and_keep_the_folder_structure(tmp_path):
     assert sorted(line["status"] for line in lines) == ["done"] * 6 + ["failed"]
     failed = next(line for line in lines if line["status"] == "failed")
     assert failed["input"].endswith("zz_broken.jpg") and "not an image" in failed["error"]
-    assert not list((tmp_path / "out").rglob("*.partial"))
+    assert not list((tmp_path / "out").rglob(".*.partial"))
 
 
 def test_rerun_skips_what_is_done_and_overwrite_redoes_it(tmp_path):
@@ -65,14 +67,14 @@ def test_rerun_skips_what_is_done_and_overwrite_redoes_it(tmp_path):
     resnest_zoo.predict_to_folder(model, tmp_path / "in", tmp_path / "out", workers=0)
     written = files_below(tmp_path / "out")
     (tmp_path / "out" / "a_rgb.png").unlink()  # as if the run had been killed before it
-    (tmp_path / "out" / ".a_rgb.png.partial").write_bytes(b"half a PNG from a killed run")
+    temporary_path(tmp_path / "out" / "a_rgb.png", unique=False).write_bytes(b"half a PNG from a killed run")
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")}
     model.calls.clear()
     again = resnest_zoo.predict_to_folder(model, tmp_path / "in", tmp_path / "out", workers=0)
     assert (again.done, again.skipped) == (1, 5) and sum(c[0] for c in model.calls) == 1
     assert files_below(tmp_path / "out") == written
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # nothing complete was rewritten
-    assert not list((tmp_path / "out").rglob("*.partial"))
+    assert not list((tmp_path / "out").rglob(".*.partial"))
     redo = resnest_zoo.predict_to_folder(model, tmp_path / "in", tmp_path / "out", workers=0, overwrite=True)
     assert (redo.done, redo.skipped) == (6, 0)
     assert [line["status"] for line in manifest_lines(tmp_path / "out")].count("skipped") == 5
@@ -134,18 +136,18 @@ def test_unwritable_output_stops_before_any_work(tmp_path):
 def test_a_full_disk_stops_the_run_and_keeps_the_masks_written(tmp_path, monkeypatch):
     for index in range(8):
         Image.fromarray(_picture(64, 48, index)).save(tmp_path / f"{index}.png")
-    real = outputs_module.write_atomically
+    real = outputs_module.atomic_write
     written = []
 
-    def fill_up(target, write):
-        if len(written) == 3:
-            partial = target.with_name(f".{target.name}.partial")
-            partial.write_bytes(b"half")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(target, write)
+    @contextlib.contextmanager
+    def fill_up(target, **options):  # the fourth file fills the disk once half of it is written
+        with real(target, **options) as temporary:
+            yield temporary
+            if len(written) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         written.append(target)
 
-    monkeypatch.setattr(outputs_module, "write_atomically", fill_up)
+    monkeypatch.setattr(outputs_module, "atomic_write", fill_up)
     with pytest.raises(OutputWriteError, match="No space left on device"):
         resnest_zoo.predict_to_folder(ColourSegmentor("voc"), [tmp_path / f"{i}.png" for i in range(8)],
                                       tmp_path / "out", workers=0, batch_size=1, writers=1)
@@ -221,7 +223,7 @@ def test_predict_command_takes_lists_and_globs_and_reports_bad_files(published_c
     (tmp_path / "sub" / "broken.png").write_bytes(b"")
     (tmp_path / "list.txt").write_text("thin_0.png\nthin_1.png\n")
     command = ("predict", "--list", str(tmp_path / "list.txt"), str(tmp_path / "sub" / "*.png"), "-m", "fcn/voc",
-               "--weights", str(weights), "-o", str(tmp_path / "out"), "--format", "npy", "--device", "cpu",
+               "--weights", str(weights), "-o", str(tmp_path / "out"), "--mask-format", "npy", "--device", "cpu",
                "--workers", "1", "--batch-size", "2")
     done = run(*command, timeout=300)
     assert done.returncode == 1, done.stderr  # some inputs failed, the others were segmented

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 import resnest_zoo
-from resnest_zoo.weights.checkpoint import describe_state_dict, extract_state_dict, load_into, read_state_dict
+from resnest_zoo.models.strict import describe_state_dict, load_into
+from resnest_zoo.weights.checkpoint import extract_state_dict, read_state_dict
 from resnest_zoo.errors import CheckpointFormatError, CheckpointMismatchError
 from resnest_zoo.models.segmentor import build_segmentor
 

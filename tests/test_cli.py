@@ -5,6 +5,7 @@ cache folder, and offline mode where no download is meant to happen, so no test 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from PIL import Image
 
 from resnest_zoo.catalogue import catalogue, get_entry
 from resnest_zoo.cli import build_parser
-from resnest_zoo.cli.predict import iter_images as _iter_images
+from resnest_zoo.inference.inputs import collect_inputs
 
 from download_helpers import checkpoint_bytes, fitting_checkpoint_bytes, sha256
 from http_server import FileServer
@@ -71,6 +72,8 @@ def test_every_command_has_complete_help():
         assert "exit codes" in shown.stdout
         text = " ".join(shown.stdout.split())
         for action in sub._actions:  # every option and argument is shown with a description
+            if action.help == argparse.SUPPRESS:  # an old spelling kept for one release, hidden from --help
+                continue
             assert all(flag in text for flag in action.option_strings), (name, action.option_strings)
             assert action.help and " ".join(action.help.split()) in text, (name, action.dest)
 
@@ -93,32 +96,32 @@ def test_list_shows_the_catalogue_and_what_is_cached(mirror, cache):
     shown = run("list", "--cache-dir", str(cache))
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.strip().splitlines()
-    assert lines[0].split()[:4] == ["segmentor", "dataset", "classes", "mIoU"]
+    assert lines[0].split()[:3] == ["model", "classes", "mIoU"]
     rows = [line.split() for line in lines[2:14]]
     assert len(rows) == 12
-    for entry in catalogue().values():
-        row = next(r for r in rows if r[:2] == [entry.segmentor, entry.dataset])
-        assert row[2] == str(entry.num_classes) and row[3] == f"{entry.miou:.2f}" and "no" in row
-    assert run("download", "fcn", "voc", "-q", env=_online(server, cache)).returncode == 0
+    for entry in catalogue().values():  # the model column is the name -m takes
+        row = next(r for r in rows if r[0] == f"{entry.segmentor}/{entry.dataset}")
+        assert row[1] == str(entry.num_classes) and row[2] == f"{entry.miou:.2f}" and "no" in row
+    assert run("download", "-m", "fcn/voc", "-q", env=_online(server, cache)).returncode == 0
     rows = [line.split() for line in run("list", "--cache-dir", str(cache)).stdout.strip().splitlines()[2:14]]
-    assert [r for r in rows if "yes" in r] == [next(r for r in rows if r[:2] == ["fcn", "voc"])]
+    assert [r for r in rows if "yes" in r] == [next(r for r in rows if r[0] == "fcn/voc")]
 
 
 def test_download_prints_the_verified_path_and_reuses_the_cache(mirror, cache):
     server, data = mirror
-    first = run("download", "FCN", "pascal_voc", "-q", env=_online(server, cache))
+    first = run("download", "-m", "FCN/pascal_voc", "-q", env=_online(server, cache))
     assert first.returncode == 0, first.stderr
     path = Path(first.stdout.strip())
     assert path == cache / get_entry("fcn", "voc").filename and path.read_bytes() == data
     served = server.bytes_served()
-    again = run("download", "fcn", "voc", "-q", "--sha256", sha256(data), env=_online(server, cache))
+    again = run("download", "-m", "fcn/voc", "-q", "--sha256", sha256(data), env=_online(server, cache))
     assert again.returncode == 0 and Path(again.stdout.strip()) == path
     assert server.bytes_served() == served  # not downloaded again
 
 
 def test_download_with_a_wrong_digest_exits_3_and_leaves_no_file(mirror, cache):
     server, _ = mirror
-    done = run("download", "fcn", "voc", "-q", "--sha256", "0" * 64, env=_online(server, cache))
+    done = run("download", "-m", "fcn/voc", "-q", "--sha256", "0" * 64, env=_online(server, cache))
     assert done.returncode == 3
     assert "digest mismatch" in done.stderr and "0" * 64 in done.stderr
     assert not (cache / get_entry("fcn", "voc").filename).exists()
@@ -131,7 +134,7 @@ def test_download_offline_names_the_file_to_place(cache):
     assert "offline" in done.stderr and str(cache / entry.filename) in done.stderr
 
 
-@pytest.mark.parametrize("args", [("download", "fcn", "mars"), ("download", "fcn"), ("download", "fcn", "voc", "--all"),
+@pytest.mark.parametrize("args", [("download", "fcn", "mars"), ("download", "fcn"), ("download", "-m", "fcn/voc", "--all"),
                                   ("predict", "x.jpg", "-m", "fcn-voc"), ("predict", "x.jpg", "-m", "unet/voc")])
 def test_bad_model_names_exit_2_with_one_line(args, cache):
     done = run(*args, "--cache-dir", str(cache))
@@ -143,13 +146,13 @@ def test_bad_model_names_exit_2_with_one_line(args, cache):
 def test_cache_list_and_clear(mirror, cache):
     server, _ = mirror
     assert run("cache", "list", "--cache-dir", str(cache)).stdout.strip() == "the cache holds no resnest_zoo files"
-    run("download", "fcn", "voc", "-q", env=_online(server, cache))
+    run("download", "-m", "fcn/voc", "-q", env=_online(server, cache))
     listed = run("cache", "list", "--cache-dir", str(cache))
     assert "fcn_resnest101os8_voc_train.pth" in listed.stdout and "checkpoint" in listed.stdout
     refused = run("cache", "clear", "--cache-dir", str(cache))
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert run("cache", "clear", "fcn", "--cache-dir", str(cache), "--yes").returncode == 2
-    cleared = run("cache", "clear", "fcn", "voc", "--yes", "--cache-dir", str(cache))
+    assert run("cache", "clear", "-m", "fcn", "--cache-dir", str(cache), "--yes").returncode == 2
+    cleared = run("cache", "clear", "-m", "fcn/voc", "--yes", "--cache-dir", str(cache))
     assert cleared.returncode == 0 and "2 file(s) removed" in cleared.stdout  # checkpoint and its record
     assert not (cache / get_entry("fcn", "voc").filename).exists()
     assert run("cache", "list", "--cache-dir", str(cache)).stdout.strip() == "the cache holds no resnest_zoo files"
@@ -174,7 +177,7 @@ def test_verify_prints_digest_and_size(tmp_path):
 def test_export_writes_safetensors_and_refuses_a_file_of_another_model(published_checkpoint, tmp_path):
     path, model = published_checkpoint("fcn", "voc")
     out = tmp_path / "out"
-    done = run("export", "fcn", "voc", "--weights", str(path), "-o", str(out), "--dtype", "float16", "-q",
+    done = run("export", "-m", "fcn/voc", "--weights", str(path), "-o", str(out), "--dtype", "float16", "-q",
                env={"RESNEST_ZOO_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr
     written = Path(done.stdout.strip())
@@ -183,7 +186,7 @@ def test_export_writes_safetensors_and_refuses_a_file_of_another_model(published
 
     with safe_open(str(written), framework="pt") as handle:
         assert set(handle.keys()) == set(model.state_dict())
-    wrong = run("export", "pspnet", "voc", "--weights", str(path), "-o", str(out), "-q")
+    wrong = run("export", "-m", "pspnet/voc", "--weights", str(path), "-o", str(out), "-q")
     assert wrong.returncode == 4 and "does not fit the pspnet/voc" in wrong.stderr
 
 
@@ -227,8 +230,8 @@ def test_predict_output_names_keep_folders_and_never_collide(tmp_path):
     for name in ("a.jpg", "a.png", "x.y.jpg", "sub/b.png", "notes.txt"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    found = _iter_images([str(tmp_path), str(tmp_path / "x.y.jpg"), str(tmp_path / "c.jpg")])
-    assert [(p.name, str(o)) for p, o in found] == [
+    found = collect_inputs([str(tmp_path), str(tmp_path / "x.y.jpg"), str(tmp_path / "c.jpg")])
+    assert [(item.path.name, str(item.name)) for item in found] == [
         ("a.jpg", "a.jpg"), ("a.png", "a.png"), ("b.png", "sub/b"), ("x.y.jpg", "x.y"), ("c.jpg", "c")]
 
 
@@ -269,7 +272,7 @@ def test_installed_command_is_on_path_of_the_environment():
 @pytest.mark.slow
 def test_cache_verify_reports_damage_and_fix_removes_it(mirror, cache):
     server, data = mirror
-    assert run("download", "fcn", "voc", "-q", env=_online(server, cache)).returncode == 0
+    assert run("download", "-m", "fcn/voc", "-q", env=_online(server, cache)).returncode == 0
     path = cache / get_entry("fcn", "voc").filename
     healthy = run("cache", "verify", "--cache-dir", str(cache))
     assert healthy.returncode == 0 and healthy.stdout.startswith(f"ok        {path}: sha256 {sha256(data)}")
@@ -309,7 +312,7 @@ def read_only_folder(tmp_path):
 def test_download_into_a_read_only_cache_folder_is_one_line_and_exit_3(mirror, cache, read_only_folder):
     server, _ = mirror
     folder, reason = read_only_folder
-    done = run("download", "fcn", "voc", "-q", "--cache-dir", str(folder), env=_online(server, cache))
+    done = run("download", "-m", "fcn/voc", "-q", "--cache-dir", str(folder), env=_online(server, cache))
     assert done.returncode == 3, done.stderr
     name = get_entry("fcn", "voc").filename
     assert done.stderr.strip().splitlines() == [

@@ -18,7 +18,7 @@ from PIL import Image, PngImagePlugin
 from resnest_zoo import environment
 from resnest_zoo.catalogue import catalogue, get_entry
 from resnest_zoo.cli.exit_codes import ExitCode
-from resnest_zoo.cli.predict import MARK, written_by_predict
+from resnest_zoo.inference.outputs import MARK, written_by_predict
 
 from test_cli import SCRIPT, _photo, run
 
@@ -167,10 +167,10 @@ def test_every_bad_environment_variable_is_one_line_and_exit_2(tmp_path, name):
     assert {variable.name for variable in environment.VARIABLES} >= set(BAD_VALUES)
     env = {"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_CACHE": str(tmp_path / "cache"), name: BAD_VALUES[name]}
     photo = _photo(tmp_path / "photo.png", (32, 24))
-    commands = [("download", "fcn", "voc", "-q")]
+    commands = [("download", "-m", "fcn/voc", "-q")]
     if name == environment.RETRIES.name:  # the other commands that read the environment, once
         commands += [("predict", str(photo), "-m", "fcn/voc", "-o", str(tmp_path / "out"), "--device", "cpu", "-q"),
-                     ("export", "fcn", "voc", "-o", str(tmp_path / "export"), "-q")]
+                     ("export", "-m", "fcn/voc", "-o", str(tmp_path / "export"), "-q")]
     for command in commands:
         done = run(*command, env=env)
         assert done.returncode == ExitCode.USAGE, (command, done.stderr)
@@ -222,7 +222,7 @@ def test_the_unpinned_checkpoint_warning_has_no_source_line(weights, tmp_path):
 
     with FileServer() as server:
         server.add(f"mirror/{get_entry('fcn', 'voc').filename}", Path(weights))
-        done = run("download", "fcn", "voc", "-q", env={"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_MIRROR":
+        done = run("download", "-m", "fcn/voc", "-q", env={"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_MIRROR":
                                                          server.url("mirror"), "RESNEST_ZOO_CACHE": str(tmp_path)})
     assert done.returncode == ExitCode.OK, done.stderr
     assert ".py:" not in done.stderr and "Warning:" not in done.stderr
@@ -243,13 +243,11 @@ def test_fp16_takes_the_half_precision_type_the_cpu_has(monkeypatch):
     import torch
 
     from resnest_zoo import devices
-    from resnest_zoo.cli.common import CommandError
-    from resnest_zoo.cli.predict import _half_precision
 
     cpu = torch.device("cpu")
     for native, chosen in (({torch.bfloat16, torch.float16}, torch.bfloat16), ({torch.float16}, torch.float16)):
         monkeypatch.setattr(devices, "native_half_precision", lambda device, dtype, native=native: dtype in native)
-        assert _half_precision(cpu) == chosen
+        assert devices.half_precision(cpu) == chosen
     monkeypatch.setattr(devices, "native_half_precision", lambda device, dtype: False)
-    with pytest.raises(CommandError, match="no native bfloat16 .*about 7 times slower.*; drop --fp16$"):
-        _half_precision(cpu)
+    with pytest.raises(ValueError, match="no native bfloat16 .*about 7 times slower.*float32 is the fastest here$"):
+        devices.half_precision(cpu)

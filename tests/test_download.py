@@ -9,7 +9,7 @@ import pytest
 import resnest_zoo
 from resnest_zoo.weights import cache as cache_module
 from resnest_zoo.weights.cache import partials, record_path
-from resnest_zoo.weights.sources import download_entry, download_url
+from download_helpers import download_entry, download_url
 from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.weights.transfer import RetryPolicy

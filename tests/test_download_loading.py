@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import resnest_zoo
 from resnest_zoo.weights.cache import safetensors_path
 from resnest_zoo.weights.checkpoint import read_state_dict
-from resnest_zoo.weights.sources import checkpoint_state_dict
+from download_helpers import checkpoint_state_dict
 from resnest_zoo.errors import CheckpointMismatchError, IntegrityError, UnsafeCheckpointError
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 

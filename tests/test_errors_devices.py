@@ -24,9 +24,11 @@ def two_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
 
 
-def test_the_error_is_public_and_a_value_error():
-    assert resnest_zoo.DeviceNotAvailableError is DeviceNotAvailableError
-    assert issubclass(DeviceNotAvailableError, ResNeStZooError) and issubclass(DeviceNotAvailableError, ValueError)
+def test_code_that_catches_value_error_catches_a_missing_device_before_any_download(no_cuda, tmp_path):
+    """README documents the error as a ValueError: that is what callers catch, and nothing is fetched first."""
+    with pytest.raises(ValueError, match="no CUDA device is available") as caught:
+        resnest_zoo.load("fcn", "voc", device="cuda", cache_dir=tmp_path)
+    assert isinstance(caught.value, ResNeStZooError) and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda"), 0])

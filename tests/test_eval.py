@@ -258,7 +258,7 @@ def test_eval_help_lists_the_options():
 
 
 def test_eval_checks_the_data_before_loading_the_model(tmp_path):
-    done = subprocess.run([str(SCRIPT), "eval", "pspnet", "ade20k", "--data", str(tmp_path), "--weights",
+    done = subprocess.run([str(SCRIPT), "eval", "-m", "pspnet/ade20k", "--data", str(tmp_path), "--weights",
                            str(tmp_path / "absent.pth")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: no ADE20K") and "Traceback" not in done.stderr
 
@@ -268,7 +268,7 @@ def test_eval_command_prints_the_table_and_writes_json(published_checkpoint, tmp
     weights, _ = published_checkpoint("fcn", "ade20k")
     write_ade20k(tmp_path / "data", count=2, sizes=[(900, 4)])  # thin: resized to 9 x 2048, a quick forward
     out = tmp_path / "result.json"
-    done = subprocess.run([str(SCRIPT), "eval", "fcn", "ade20k", "--data", str(tmp_path / "data"), "--weights",
+    done = subprocess.run([str(SCRIPT), "eval", "-m", "fcn/ade20k", "--data", str(tmp_path / "data"), "--weights",
                            str(weights), "--device", "cpu", "--workers", "0", "--json", str(out)],
                           capture_output=True, text=True, timeout=300,
                           env={**_clean_environment(), "RESNEST_ZOO_CACHE": str(tmp_path / "cache")})

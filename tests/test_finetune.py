@@ -28,7 +28,7 @@ from resnest_zoo.training import (
     segmentation_loss,
     sgd,
 )
-from resnest_zoo.weights.checkpoint import load_into
+from resnest_zoo.models.strict import load_into
 
 from conftest import REPO_ROOT, random_segmentor
 from finetune_helpers import CLASSES, PALETTE, calibrate_batchnorm, small_config, synthetic_pairs, write_pairs

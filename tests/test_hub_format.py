@@ -21,7 +21,7 @@ from resnest_zoo.errors import (
     InvalidClassesError,
     PretrainedNotFoundError,
 )
-from resnest_zoo.hub.format import FORMAT_VERSION, parse_record
+from resnest_zoo.formats.saved_model import FORMAT_VERSION, parse_record
 from resnest_zoo.models.segmentor import build_segmentor
 
 from finetune_helpers import small_config

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import resnest_zoo
-from resnest_zoo.deploy.metadata import FORMAT_KEY, INPUT_NAME, METADATA_KEYS, OUTPUT_NAME, RESIZE_RULE, RUNTIME_FORMAT
-from resnest_zoo.deploy.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
+from resnest_zoo.formats.runtime import FORMAT_KEY, INPUT_NAME, METADATA_KEYS, OUTPUT_NAME, RESIZE_RULE, RUNTIME_FORMAT
+from resnest_zoo.options import OPSET as DEFAULT_OPSET
+from resnest_zoo.options import OPSETS as SUPPORTED_OPSETS
 from resnest_zoo.errors import OptionalDependencyError, OutputWriteError, UnsupportedOpsetError
 
 from deploy_helpers import HEADS, PHOTO, SOURCE_SHA256, reference_logits, small_onnx, small_segmentor, torch_logits
@@ -129,7 +130,7 @@ def test_missing_onnx_names_the_extra(tmp_path, monkeypatch):
 
 def test_importing_the_package_never_imports_a_runtime():
     code = (
-        "import sys, resnest_zoo, resnest_zoo.api, resnest_zoo.inference.engine, resnest_zoo.inference.backends, "
+        "import sys, resnest_zoo, resnest_zoo.api, resnest_zoo.inference.engine, resnest_zoo.deploy.runtime, "
         "resnest_zoo.deploy.onnx, resnest_zoo.deploy.openvino\n"
         "resnest_zoo.export_onnx, resnest_zoo.RuntimeModel\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', 'openvino'))\n"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import resnest_zoo
-from resnest_zoo.deploy.metadata import FORMAT_KEY, RUNTIME_FORMAT
+from resnest_zoo.formats.runtime import FORMAT_KEY, RUNTIME_FORMAT
 from resnest_zoo.errors import OptionalDependencyError, OutputWriteError
-from resnest_zoo.inference.backends import OpenVINOBackend, RuntimeModel
+from resnest_zoo.deploy.runtime import OpenVINOBackend, RuntimeModel
 from resnest_zoo.inference.engine import predict
 
 from deploy_helpers import HEADS, PHOTO, SOURCE_SHA256, reference_logits, small_onnx, small_segmentor, torch_logits

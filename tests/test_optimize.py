@@ -14,7 +14,7 @@ from torch import nn
 
 from resnest_zoo.models.backbone import ResNeStBottleneck, SplitAttentionConv2d, _shortcut
 from resnest_zoo.catalogue import get_entry
-from resnest_zoo.weights.checkpoint import load_into
+from resnest_zoo.models.strict import load_into
 from resnest_zoo.errors import CheckpointMismatchError
 from resnest_zoo.models.heads import _dilated_depthwise_conv3x3
 from resnest_zoo.models.optimize import fold_batchnorms, optimize_for_inference

@@ -15,13 +15,14 @@ import torch
 
 import resnest_zoo
 from resnest_zoo.catalogue import get_entry
-from resnest_zoo.deploy.hub_folder import export_hub_folder
+from resnest_zoo.publish import export_hub_folder
 from resnest_zoo.errors import CheckpointNotAvailableError, PretrainedNotFoundError
 from resnest_zoo.models.segmentor import build_segmentor
 from resnest_zoo.weights.model_file import read_model_metadata
 from resnest_zoo.weights.checkpoint import read_state_dict
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
-from resnest_zoo.weights.sources import SourceSettings, checkpoint_state_dict, download_entry
+from resnest_zoo.weights.sources import SourceSettings
+from download_helpers import checkpoint_state_dict, download_entry
 
 from conftest import REPO_ROOT
 from download_helpers import fast_settings, isolate, quietly
@@ -255,12 +256,12 @@ def test_export_hub_folder_writes_each_checkpoint_as_a_saved_model(published_che
     from test_cli import run
 
     path, _ = published_checkpoint("fcn", "voc")
-    done = run("export", "fcn", "voc", "--weights", str(path), "--hub-folder", str(tmp_path / "hub"), "-q")
+    done = run("export", "-m", "fcn/voc", "--weights", str(path), "--hub-folder", str(tmp_path / "hub"), "-q")
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "hub" / get_entry("fcn", "voc").name
     assert done.stdout.strip() == str(folder)
     assert json.loads((folder / "config.json").read_text())["source"]["sha256"] == _sha256(path)
-    refused = run("export", "fcn", "voc", "--hub-folder", str(tmp_path / "other"), "--dtype", "float16")
+    refused = run("export", "-m", "fcn/voc", "--hub-folder", str(tmp_path / "other"), "--dtype", "float16")
     assert refused.returncode == 2 and "drop --dtype" in refused.stderr
-    both = run("export", "fcn", "voc", "-o", str(tmp_path), "--hub-folder", str(tmp_path / "other"))
+    both = run("export", "-m", "fcn/voc", "-o", str(tmp_path), "--hub-folder", str(tmp_path / "other"))
     assert both.returncode == 2 and "not allowed with argument" in both.stderr

@@ -165,6 +165,6 @@ def test_shell_quickstart_runs_as_written(served, tmp_path):
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, capture_output=True,
                           text=True, env=environment, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "deeplabv3plus  cityscapes" in done.stdout
+    assert "deeplabv3plus/cityscapes" in done.stdout
     assert Image.open(tmp_path / "masks" / "street.png").size == photo.size
     assert Image.open(tmp_path / "masks" / "small_overlay.png").size == (80, 53)

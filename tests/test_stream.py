@@ -11,7 +11,8 @@ from PIL import Image
 
 from resnest_zoo.errors import ImageReadError
 from resnest_zoo.inference.inputs import collect_inputs
-from resnest_zoo.inference.loader import LoadedImage, ShapeBatcher, read_image
+from resnest_zoo.inference.loader import LoadedImage, ShapeBatcher
+from resnest_zoo.inference.preprocess import read_image
 
 from synthetic_data import ColourSegmentor
 

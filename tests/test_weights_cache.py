@@ -11,7 +11,7 @@ import resnest_zoo
 from resnest_zoo.weights.audit import verify_cache
 from resnest_zoo.weights.cache import STALE_SECONDS, safetensors_path
 from resnest_zoo.weights.model_file import read_model_metadata
-from resnest_zoo.weights.sources import checkpoint_state_dict
+from download_helpers import checkpoint_state_dict
 
 from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
 from download_helpers import checkpoint_bytes, local_entry, quietly, sha256, use_tiny_models

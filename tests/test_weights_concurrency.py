@@ -17,7 +17,7 @@ import resnest_zoo
 from resnest_zoo.weights import cache as cache_module
 from resnest_zoo.weights.cache import note_path, partials
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
-from resnest_zoo.weights.sources import checkpoint_state_dict, download_entry
+from download_helpers import checkpoint_state_dict, download_entry
 
 from conftest import REPO_ROOT
 from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
@@ -41,13 +41,11 @@ keys = set(json.loads(os.environ["TINY_MODEL_KEYS"]))
 def tiny_fit_check(entry, state_dict, source):  # the tiny test file stands for the entry's network
     if set(state_dict) != keys:
         raise ValueError(f"{source} does not fit the tiny test model")
-try:
-    from resnest_zoo.weights import obtain
-    obtain.check_fits = tiny_fit_check
-except ImportError:  # a version without the fit check
-    pass
+from resnest_zoo.models import strict
+strict.check_fits = tiny_fit_check
 """ + WORKER_START + """
-state, source = checkpoint_state_dict(resnest_zoo.get_entry("fcn", "voc"), progress=False)
+entry = resnest_zoo.get_entry("fcn", "voc")
+state, source, _ = checkpoint_state_dict(entry, check=strict.fits(entry), progress=False)
 digest = hashlib.sha256()
 for key in sorted(state):
     digest.update(key.encode() + state[key].contiguous().reshape(-1).view(__import__("torch").uint8).numpy().tobytes())

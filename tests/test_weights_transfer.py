@@ -12,7 +12,9 @@ import resnest_zoo
 from resnest_zoo.errors import CheckpointFormatError, CheckpointNotAvailableError
 from resnest_zoo.weights.checkpoint import read_state_dict
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
-from resnest_zoo.weights.sources import download_entry
+from download_helpers import download_entry
+from resnest_zoo.models.strict import fits
+from resnest_zoo.weights import sources
 from resnest_zoo.weights.transfer import RetryPolicy, http_session
 
 from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
@@ -78,8 +80,9 @@ def test_the_unpinned_warning_is_said_once_per_process_and_points_at_the_callers
     ade = local_entry(server, fitting_checkpoint_bytes(3, dataset="ade20k"), dataset="ade20k")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for entry in (voc, ade, voc):
-            download_entry(entry, cache_dir=tmp_path, progress=False, settings=fast_settings())
+        for entry in (voc, ade, voc):  # the weights layer itself, called from here
+            sources.download_entry(entry, check=fits(entry), cache_dir=tmp_path, progress=False,
+                                   settings=fast_settings())
     unpinned = [w for w in caught if w.category is UnpinnedCheckpointWarning]
     assert len(unpinned) == 1 and unpinned[0].filename == __file__
     assert str(unpinned[0].message).startswith(f"{voc.filename} is not pinned in the catalogue and no digest from its "

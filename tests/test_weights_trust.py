@@ -19,7 +19,7 @@ from resnest_zoo.errors import (
 )
 from resnest_zoo.weights.cache import release_note_path
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
-from resnest_zoo.weights.sources import checkpoint_state_dict, download_entry
+from download_helpers import checkpoint_state_dict, download_entry
 
 from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
 from download_helpers import fast_settings, fitting_checkpoint_bytes, local_entry, release_path, serve_release, sha256

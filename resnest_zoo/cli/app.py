@@ -14,17 +14,21 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotAvailableError,
     ConfigFormatError,
     ConfigurationError,
+    DatasetError,
     DeviceNotAvailableError,
+    FolderReadError,
+    ImageReadError,
     IntegrityError,
     InvalidClassesError,
     OptionalDependencyError,
+    OutputConflictError,
     OutputWriteError,
     ResNeStZooError,
     RuntimeFileError,
@@ -54,10 +58,15 @@ _ERROR_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (OptionalDependencyError, ExitCode.USAGE),
     (UnsupportedOpsetError, ExitCode.USAGE),
     (OutputWriteError, ExitCode.USAGE),
+    (OutputConflictError, ExitCode.USAGE),
+    (FolderReadError, ExitCode.USAGE),
+    (DatasetError, ExitCode.USAGE),
+    (ImageReadError, ExitCode.USAGE),
     (RuntimeFileError, ExitCode.UNUSABLE),
     (RuntimeModelMismatchError, ExitCode.UNUSABLE),
     (FileNotFoundError, ExitCode.USAGE),
     (ResNeStZooError, ExitCode.PARTIAL),
+    (ValueError, ExitCode.USAGE),  # an option or value the library refused, with its reason
 )
 
 
@@ -107,12 +116,16 @@ def _run(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        raise  # main() ends the command quietly
     except Exception as exc:
         for kind, code in _ERROR_CODES:
             if isinstance(exc, kind):
                 print(f"error: {exc}", file=sys.stderr)
                 return int(code)
-        raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug of resnest-zoo {__version__}: "
+              f"please report it with the command that caused it", file=sys.stderr)
+        return int(ExitCode.PARTIAL)
 
 
 def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import CommandError, add_cache_dir, human_size, print_table
+from .common import CommandError, add_cache_dir, add_models, human_size, print_table, selected_models
 from .exit_codes import ExitCode
 
 __all__ = ["register"]
@@ -40,11 +40,17 @@ def _verify(args: argparse.Namespace) -> int:
 def _clear(args: argparse.Namespace) -> int:
     from ..weights.cache import STALE_SECONDS, cached_files, clear_cache
 
-    if bool(args.segmentor) != bool(args.dataset):
-        raise CommandError("cache clear takes both SEGMENTOR and DATASET, or neither (everything)", ExitCode.USAGE)
+    everything = not args.models and not args.segmentor and not args.dataset
+    models = [] if everything else selected_models(args, "cache clear")
+    saved = [str(name) for name in models if name.saved is not None]
+    if saved:
+        raise CommandError(f"{', '.join(saved)}: saved models are not in this cache (a Hub model lives in the Hugging "
+                           "Face cache: `hf cache rm`)", ExitCode.USAGE)
     if not args.yes:
         raise CommandError("cache clear deletes files: add --yes to confirm", ExitCode.USAGE)
-    removed = clear_cache(args.cache_dir, segmentor=args.segmentor, dataset=args.dataset)
+    removed = []
+    for name in models or [None]:
+        removed += clear_cache(args.cache_dir, segmentor=name and name.segmentor, dataset=name and name.dataset)
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} file(s) removed")
@@ -55,14 +61,27 @@ def _clear(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+_TAKES = {"list": (), "verify": ("--fix",), "clear": ("-m", "--yes")}
+"""The options each action takes; any other is a usage error, never silently ignored."""
+
+
+def _run(args: argparse.Namespace) -> int:
+    given = {"-m": bool(args.models or args.segmentor or args.dataset), "--yes": args.yes, "--fix": args.fix}
+    unused = [flag for flag, value in given.items() if value and flag not in _TAKES[args.action]]
+    if unused:
+        takes = ", ".join(_TAKES[args.action]) or "no options but --cache-dir"
+        raise CommandError(f"cache {args.action} does not take {', '.join(unused)} (it takes {takes})", ExitCode.USAGE)
+    return {"list": _list, "verify": _verify, "clear": _clear}[args.action](args)
+
+
 def register(add) -> None:
     """Add the ``cache`` command; ``add(name, help)`` returns a new sub-parser."""
     p = add("cache", "List, check again or delete cached checkpoints.")
-    p.add_argument("action", choices=["list", "verify", "clear"],
-                   help="list: show cached files; verify: re-hash them against their digests; clear: delete them")
-    p.add_argument("segmentor", nargs="?", help="with DATASET: clear only this entry's files")
-    p.add_argument("dataset", nargs="?", help="with SEGMENTOR: clear only this entry's files")
+    p.add_argument("action", choices=list(_TAKES),
+                   help="list: show cached files; verify: re-hash them against their digests; clear: delete them "
+                        "(every checkpoint's files, or those of the models given with -m)")
+    add_models(p, several=False, legacy=True, extra="; with clear: delete only its files (repeat for several)")
     p.add_argument("--yes", action="store_true", help="confirm deletion for clear")
     p.add_argument("--fix", action="store_true", help="verify: delete damaged files, so the next load gets them again")
     add_cache_dir(p)
-    p.set_defaults(handler=lambda args: {"list": _list, "verify": _verify, "clear": _clear}[args.action](args))
+    p.set_defaults(handler=_run)

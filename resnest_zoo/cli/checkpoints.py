@@ -6,18 +6,23 @@ import sys
 from pathlib import Path
 
 from ..catalogue import catalogue
+from ..naming import HUB_PREFIX, ModelName
+from ..options import OPSET, OPSETS, PRECISIONS
 from .common import (
     CommandError,
     add_cache_dir,
-    add_entry_choice,
+    add_models,
     add_quiet,
     human_size,
     print_table,
-    selected_entries,
+    saved_only,
+    selected_models,
 )
 from .exit_codes import ExitCode
 
 __all__ = ["register"]
+
+_RUNTIME_FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -29,23 +34,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return ExitCode.OK
     cached = {(r.entry.segmentor, r.entry.dataset) for r in cached_files(args.cache_dir) if r.entry is not None}
     rows = [
-        [e.segmentor, e.dataset, str(e.num_classes), f"{e.miou:.2f}", human_size(e.size),
+        [f"{e.segmentor}/{e.dataset}", str(e.num_classes), f"{e.miou:.2f}", human_size(e.size),
          "yes" if e.key in cached else "no", e.hub_name]
         for e in catalogue().values()
     ]
-    print_table(rows, ["segmentor", "dataset", "classes", "mIoU %", "size", "cached", "torch.hub name"])
+    print_table(rows, ["model", "classes", "mIoU %", "size", "cached", "torch.hub name"])
     if any(e.size is None for e in catalogue().values()):
         print("\nsize '-': not pinned in the catalogue yet (`resnest-zoo verify FILE` prints it from the real file)")
     return ExitCode.OK
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from ..weights.sources import download
+    from ..api import download
+    from ..weights.saved import read_saved
 
-    for segmentor, dataset in selected_entries(args):
-        path = download(segmentor, dataset, cache_dir=args.cache_dir, progress=not args.quiet, sha256=args.sha256,
-                        force=args.force)
-        print(path)
+    for name in selected_models(args, "download"):
+        if name.saved is None:
+            print(download(name.segmentor, name.dataset, cache_dir=args.cache_dir, progress=not args.quiet,  # type: ignore[arg-type]
+                           sha256=args.sha256, force=args.force))
+            continue
+        if not name.saved.startswith(HUB_PREFIX):
+            raise CommandError(f"{name} is a saved model's folder on this machine: there is nothing to download",
+                               ExitCode.USAGE)
+        saved_only(name, {"--sha256": args.sha256, "--force": args.force, "--cache-dir": args.cache_dir})
+        print(read_saved(name.saved, progress=not args.quiet).weights)
     return ExitCode.OK
 
 
@@ -65,87 +77,91 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import torch
+    from ..files import check_output
 
-    from ..deploy.safetensors import export
-
-    if args.weights and args.all:
-        raise CommandError("--weights names one file: use it with SEGMENTOR DATASET, not --all", ExitCode.USAGE)
+    models = selected_models(args, "export")
+    if args.weights and len(models) > 1:
+        raise CommandError("--weights names one file: give one model with -m", ExitCode.USAGE)
     if args.hub_folder is not None:
-        return _export_hub_folders(args)
-    if args.format != "safetensors":
-        return _export_runtime_files(args)
-    if args.opset is not None:
+        given = [flag for flag, value in (("--format", args.format != "safetensors"), ("--dtype", args.dtype),
+                                          ("--opset", args.opset)) if value]
+        if given:
+            raise CommandError(f"--hub-folder writes float32 safetensors with config.json and a model card: drop "
+                               f"{', '.join(given)}", ExitCode.USAGE)
+    elif args.format == "safetensors" and args.opset is not None:
         raise CommandError("--opset applies to --format onnx or openvino", ExitCode.USAGE)
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype or "float32"]
-    for segmentor, dataset in selected_entries(args):
-        path = export(segmentor, dataset, args.output, dtype=dtype, weights=args.weights,
-                      cache_dir=args.cache_dir, progress=not args.quiet)
-        print(path)
-    return ExitCode.OK
-
-
-def _export_hub_folders(args: argparse.Namespace) -> int:
-    """``export --hub-folder DIR``: each checkpoint as a saved-model folder ``DIR/NAME`` for the Hugging Face Hub."""
-    from ..deploy.hub_folder import export_hub_folder
-
-    given = [flag for flag, value in (("--format", args.format != "safetensors"), ("--dtype", args.dtype),
-                                      ("--opset", args.opset)) if value]
-    if given:
-        raise CommandError(f"--hub-folder writes float32 safetensors with config.json and a model card: drop "
-                           f"{', '.join(given)}", ExitCode.USAGE)
-    for segmentor, dataset in selected_entries(args):
-        print(export_hub_folder(segmentor, dataset, args.hub_folder, weights=args.weights, cache_dir=args.cache_dir,
-                                progress=not args.quiet))
-    return ExitCode.OK
-
-
-def _export_runtime_files(args: argparse.Namespace) -> int:
-    """``export --format onnx|openvino``: each checkpoint, verified, as a runtime file recording its sha256."""
-    from ..api import load
-    from ..catalogue import get_entry
-    from ..deploy.onnx import DEFAULT_OPSET, check_opset, check_writable, export_onnx
-    from ..deploy.openvino import export_openvino
-    from ..deploy.optional import require
-    from ..weights.integrity import verify
-    from ..weights.sources import download_entry, download_url, is_url
-
-    if args.dtype is not None:
+    elif args.format != "safetensors" and args.dtype is not None:
         raise CommandError(f"--dtype applies to --format safetensors: a {args.format} file keeps float32 weights and "
                            f"the precision is chosen when it runs (predict --fp16)", ExitCode.USAGE)
-    opset = DEFAULT_OPSET if args.opset is None else args.opset
-    exporter, suffix, needs = {"onnx": (export_onnx, ".onnx", ("onnx",)),
-                               "openvino": (export_openvino, ".xml", ("openvino", "onnx"))}[args.format]
+    for name in models:
+        if name.saved is not None and (args.hub_folder is not None or args.format == "safetensors"):
+            raise CommandError(f"{name} is a saved model already (its model.safetensors and config.json): export it "
+                               f"with --format onnx or openvino", ExitCode.USAGE)
+        if name.saved is not None:
+            saved_only(name, {"--weights": args.weights, "--cache-dir": args.cache_dir})
+    destination = args.hub_folder if args.hub_folder is not None else args.output
+    check_output(destination, folder=True, hint="choose a folder you can write to")  # before any work
+    if args.hub_folder is not None:
+        from ..publish import export_hub_folder
+
+        for name in models:
+            print(export_hub_folder(name.segmentor, name.dataset, args.hub_folder, weights=args.weights,  # type: ignore[arg-type]
+                                    cache_dir=args.cache_dir, progress=not args.quiet))
+    elif args.format == "safetensors":
+        from ..devices import dtype_of
+        from ..publish import export
+
+        for name in models:
+            print(export(name.segmentor, name.dataset, args.output, dtype=dtype_of(args.dtype or "float32"),  # type: ignore[arg-type]
+                         weights=args.weights, cache_dir=args.cache_dir, progress=not args.quiet))
+    else:
+        _export_runtime_files(args, models)
+    return ExitCode.OK
+
+
+def _export_runtime_files(args: argparse.Namespace, models: list[ModelName]) -> None:
+    """``export --format onnx|openvino``: each model, verified, as a runtime file recording its source's sha256."""
+    from ..api import load, load_model
+    from ..catalogue import get_entry
+    from ..deploy.onnx import check_opset, export_onnx
+    from ..deploy.openvino import export_openvino
+    from ..deploy.optional import require
+    from ..models.strict import fits
+    from ..weights.sources import resolve
+
+    opset = OPSET if args.opset is None else args.opset
+    exporter, needs = {"onnx": (export_onnx, ("onnx",)), "openvino": (export_openvino, ("openvino", "onnx"))}[args.format]
     check_opset(opset)  # every refusal before any download
     for module in needs:
         require(module, f"--format {args.format}")
     output = Path(args.output)
-    check_writable(output)
-    for segmentor, dataset in selected_entries(args):
-        entry = get_entry(segmentor, dataset)
-        progress = not args.quiet
-        if args.weights is None:
-            source = download_entry(entry, cache_dir=args.cache_dir, progress=progress)
-        elif is_url(args.weights):
-            source = download_url(args.weights, cache_dir=args.cache_dir, progress=progress, entry=entry)
+    for name in models:
+        if name.saved is not None:
+            model = load_model(name, device="cpu", progress=not args.quiet)
+            stem = Path(name.saved.removeprefix(HUB_PREFIX)).name
+            source_sha256 = model.source_sha256
         else:
-            source = verify(args.weights)
-        model = load(segmentor, dataset, weights=source.path, device="cpu")
-        print(exporter(model, output / (Path(entry.filename).stem + suffix), opset=opset, source_sha256=source.sha256))
-    return ExitCode.OK
+            entry = get_entry(name.segmentor, name.dataset)  # type: ignore[arg-type]
+            found = resolve(entry, check=fits(entry), weights=args.weights, cache_dir=args.cache_dir,
+                            progress=not args.quiet, digest=True)
+            model = load(entry.segmentor, entry.dataset, weights=found.path, device="cpu")
+            stem, source_sha256 = Path(entry.filename).stem, found.sha256
+        print(exporter(model, output / (stem + _RUNTIME_FORMATS[args.format]), opset=opset,
+                       source_sha256=source_sha256))
 
 
 def register(add) -> None:
     """Add the commands; ``add(name, help)`` returns a new sub-parser."""
-    p = add("list", "Show the twelve catalogue entries: classes, reported mIoU, file size, whether cached.")
+    p = add("list", "Show the twelve catalogue checkpoints: classes, reported mIoU, file size, whether cached.")
     p.add_argument("--urls", action="store_true",
                    help="instead, the file name and download URL of each checkpoint (to fetch them on another "
                         "machine for one without network)")
     add_cache_dir(p)
     p.set_defaults(handler=_cmd_list)
 
-    p = add("download", "Download, verify and cache checkpoints; print their local paths.")
-    add_entry_choice(p)
+    p = add("download", "Download, verify and cache checkpoints (or a saved model from the Hub); print their local "
+                        "paths.")
+    add_models(p, several=True, legacy=True)
     p.add_argument("--sha256", help="expected sha256 of the file, checked in addition to the catalogue's pin")
     p.add_argument("--force", action="store_true", help="download again even when a verified copy is cached")
     add_cache_dir(p)
@@ -157,23 +173,24 @@ def register(add) -> None:
     p.add_argument("--sha256", help="exit with 3 unless every FILE has this digest")
     p.set_defaults(handler=_cmd_verify)
 
-    p = add("export", "Write model-only safetensors files (float32/16), ready to publish on a model hub; or, with "
-                      "--format onnx / openvino, the network as an ONNX file / OpenVINO IR for deployment.")
-    add_entry_choice(p)
+    p = add("export", "Write model-only safetensors files, ready to publish on a model hub; or, with --format onnx / "
+                      "openvino, the network as an ONNX file / OpenVINO IR for deployment.")
+    add_models(p, several=True, legacy=True)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("-o", "--output", help="folder to write into (created if missing)")
     target.add_argument("--hub-folder", metavar="DIR",
                         help="instead, each checkpoint as a saved-model folder DIR/NAME for the Hugging Face Hub: "
                              "float32 model.safetensors, config.json, and a README.md model card (published mIoU, "
                              "schedule, class table, links to the release); resnest_zoo.from_pretrained loads it")
-    p.add_argument("--format", choices=["safetensors", "onnx", "openvino"], default="safetensors",
+    p.add_argument("--format", choices=["safetensors", *_RUNTIME_FORMATS], default="safetensors",
                    help="safetensors: the checkpoint's model tensors (default); onnx: NAME.onnx; openvino: NAME.xml + "
                         "NAME.bin -- logits at the input size, batch/height/width dynamic, classes, palette, "
                         "mean/std, resize rule and the checkpoint's sha256 in the metadata (needs "
                         "pip install \"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\")")
-    p.add_argument("--opset", type=int, help="ONNX opset for --format onnx/openvino (default 17; 11 to 20)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                   help="dtype of the floating tensors written, for --format safetensors (default float32)")
+    p.add_argument("--opset", type=int, help=f"ONNX opset for --format onnx/openvino (default {OPSET}; "
+                                             f"{OPSETS.start} to {OPSETS.stop - 1})")
+    p.add_argument("--dtype", choices=PRECISIONS,
+                   help=f"dtype of the floating tensors written, for --format safetensors (default {PRECISIONS[0]})")
     p.add_argument("--weights", help="a local checkpoint file or URL instead of the catalogue's")
     add_cache_dir(p)
     add_quiet(p)

@@ -1,32 +1,35 @@
-"""What every ``resnest-zoo`` command shares: the one-line failure, argument types, tables and common options."""
+"""What every ``resnest-zoo`` command shares: the one-line failure, how a model is named, argument types, tables and
+common options."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from pathlib import Path
+import warnings
+from collections.abc import Callable
 from typing import Any
 
-from ..catalogue import DATASET_KEYS, SEGMENTORS, get_entry
-from ..errors import UnknownModelError
-from ..hub import HUB_PREFIX
+from ..catalogue import catalogue, get_entry
+from ..errors import PretrainedNotFoundError, UnknownModelError
+from ..naming import MODEL_NAME_HELP, ModelName, parse_model_name
+from ..options import WORKERS_HELP
 from .exit_codes import ExitCode
 
 __all__ = [
     "CommandError",
-    "model_spec",
-    "ModelChoice",
+    "model_name",
+    "add_models",
+    "selected_models",
+    "saved_only",
     "opacity",
+    "at_least",
     "human_size",
     "print_table",
     "add_cache_dir",
     "add_quiet",
-    "add_entry_choice",
-    "selected_entries",
+    "add_workers",
+    "deprecated",
 ]
 
 CACHE_HELP = "cache folder (default: $RESNEST_ZOO_CACHE, else torch.hub's checkpoints folder)"
-MODEL_NAMES_HELP = (f"segmentor: {', '.join(SEGMENTORS)}; dataset: {', '.join(DATASET_KEYS)} "
-                    "(case-insensitive, aliases accepted)")
 
 
 class CommandError(Exception):
@@ -37,53 +40,62 @@ class CommandError(Exception):
         self.code = code
 
 
-MODEL_HELP = ("SEGMENTOR/DATASET (a catalogue checkpoint, e.g. deeplabv3plus/cityscapes), the folder of a saved model, "
-              "or hf:ORG/NAME (a saved model on the Hugging Face Hub)")
+def deprecated(message: str) -> None:
+    """Say once, as one ``warning:`` line, that a spelling still works but goes away in the next release."""
+    warnings.warn(f"{message}; it keeps working in this release only", FutureWarning, stacklevel=2)
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """What ``-m`` names: a catalogue entry (``segmentor``, ``dataset``), or a model saved with ``save_pretrained``
-    (``saved``: its folder or ``hf:org/name``; ``dataset`` is then not known before it is loaded)."""
-
-    segmentor: str | None = None
-    dataset: str | None = None
-    saved: str | None = None
-
-    def __str__(self) -> str:
-        return self.saved if self.saved is not None else f"{self.segmentor}/{self.dataset}"
-
-    def load(self, *, weights: str | None = None, backend: str = "torch", runtime_file: str | None = None,
-             progress: bool | None = None, cache_dir: str | None = None, **options: Any) -> Any:
-        """The model: :func:`resnest_zoo.load` for a catalogue entry, :func:`resnest_zoo.from_pretrained` for a
-        saved one (whose weights travel with it, through the Hugging Face cache)."""
-        if self.saved is None:
-            from ..api import load
-
-            return load(self.segmentor, self.dataset, weights=weights, backend=backend, runtime_file=runtime_file,
-                        progress=progress, cache_dir=cache_dir, **options)
-        unusable = [name for name, given in (("--weights", weights), ("--backend", backend != "torch"),
-                                             ("--runtime-file", runtime_file), ("--cache-dir", cache_dir)) if given]
-        if unusable:
-            raise CommandError(f"{', '.join(unusable)} apply to catalogue checkpoints (-m SEGMENTOR/DATASET), not to the "
-                               f"saved model {self.saved}, which carries its weights", ExitCode.USAGE)
-        from ..hub.pretrained import from_pretrained
-
-        return from_pretrained(self.saved, **options)
-
-
-def model_spec(text: str) -> ModelChoice:
-    """``-m``'s argparse type: ``SEGMENTOR/DATASET`` (canonical names), an existing folder, or ``hf:org/name``."""
-    if text.startswith(HUB_PREFIX) or Path(text).expanduser().is_dir():
-        return ModelChoice(saved=text)
-    if "/" not in text:
-        raise argparse.ArgumentTypeError(f"expected {MODEL_HELP}; got {text!r}, which is none of these")
-    segmentor, dataset = text.split("/", 1)
+def model_name(text: str) -> ModelName:
+    """``-m``'s argparse type: a model name (:mod:`resnest_zoo.naming`), or the usage error saying why not."""
     try:
-        entry = get_entry(segmentor, dataset)
-    except UnknownModelError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or, for a saved model, no folder {text!r} exists)") from None
-    return ModelChoice(entry.segmentor, entry.dataset)
+        return parse_model_name(text)
+    except (UnknownModelError, PretrainedNotFoundError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_models(parser: argparse.ArgumentParser, *, several: bool, legacy: bool = False, extra: str = "") -> None:
+    """``-m/--model MODEL`` (repeatable when ``several``, with ``--all`` for the whole catalogue); ``legacy`` also
+    accepts the deprecated ``SEGMENTOR DATASET`` positionals of earlier releases (read by :func:`selected_models`)."""
+    parser.add_argument("-m", "--model", dest="models", action="append", type=model_name, metavar="MODEL",
+                        default=[], help=f"{MODEL_NAME_HELP}{'; repeat for several' if several else ''}{extra}")
+    if several:
+        parser.add_argument("--all", action="store_true", help="all twelve catalogue checkpoints")
+    if legacy:
+        parser.add_argument("segmentor", nargs="?", help=argparse.SUPPRESS)
+        parser.add_argument("dataset", nargs="?", help=argparse.SUPPRESS)
+
+
+def selected_models(args: argparse.Namespace, command: str) -> list[ModelName]:
+    """The models a command was given: ``-m`` (each once), ``--all``, or the deprecated ``SEGMENTOR DATASET``."""
+    models: list[ModelName] = list(dict.fromkeys(args.models))
+    positional = [name for name in (getattr(args, "segmentor", None), getattr(args, "dataset", None)) if name]
+    if positional:
+        if models:
+            raise CommandError(f"give -m MODEL or the old spelling SEGMENTOR DATASET ({' '.join(positional)}), not both",
+                               ExitCode.USAGE)
+        if len(positional) != 2:
+            raise CommandError(f"give the model with -m MODEL ({MODEL_NAME_HELP})", ExitCode.USAGE)
+        entry = get_entry(*positional)  # UnknownModelError: one line, exit 2
+        deprecated(f"`resnest-zoo {command} {' '.join(positional)}` is the old spelling of "
+                   f"`resnest-zoo {command} -m {entry.segmentor}/{entry.dataset}`")
+        models.append(ModelName(entry.segmentor, entry.dataset))
+    if getattr(args, "all", False):
+        if models:
+            raise CommandError("give either -m MODEL or --all, not both", ExitCode.USAGE)
+        return [ModelName(entry.segmentor, entry.dataset) for entry in catalogue().values()]
+    if not models:
+        several = " (repeat -m for several, or --all)" if hasattr(args, "all") else ""
+        raise CommandError(f"give the model with -m MODEL{several}: {MODEL_NAME_HELP}", ExitCode.USAGE)
+    return models
+
+
+def saved_only(name: ModelName, given: dict[str, object]) -> None:
+    """Refuse the options of catalogue checkpoints that were ``given`` (flag -> value) for the saved model ``name``,
+    which carries its weights."""
+    unusable = [flag for flag, value in given.items() if value]
+    if unusable:
+        raise CommandError(f"{', '.join(unusable)} apply to catalogue checkpoints (-m SEGMENTOR/DATASET), not to the "
+                           f"saved model {name}, which carries its weights", ExitCode.USAGE)
 
 
 def opacity(text: str) -> float:
@@ -95,6 +107,19 @@ def opacity(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+    return parse
 
 
 def human_size(size: int | None) -> str:
@@ -120,25 +145,15 @@ def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help=CACHE_HELP)
 
 
-def add_quiet(parser: argparse.ArgumentParser, help_text: str = "no progress bar") -> None:
+def add_quiet(parser: argparse.ArgumentParser, help_text: str = "no progress display") -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help=help_text)
 
 
-def add_entry_choice(parser: argparse.ArgumentParser) -> None:
-    """``SEGMENTOR DATASET`` or ``--all``; read back with :func:`selected_entries`."""
-    parser.add_argument("segmentor", nargs="?", help=MODEL_NAMES_HELP)
-    parser.add_argument("dataset", nargs="?", help="dataset of the checkpoint")
-    parser.add_argument("--all", action="store_true", help="all twelve checkpoints")
+def add_workers(parser: argparse.ArgumentParser, what: str = "reading images") -> None:
+    parser.add_argument("--workers", type=at_least(0), metavar="N",
+                        help=f"processes {what} (default: {WORKERS_HELP}; 0: none)")
 
 
-def selected_entries(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The (segmentor, dataset) keys chosen with :func:`add_entry_choice`."""
-    from ..catalogue import catalogue
-
-    if args.all:
-        if args.segmentor or args.dataset:
-            raise CommandError("give either SEGMENTOR DATASET or --all, not both", ExitCode.USAGE)
-        return [entry.key for entry in catalogue().values()]
-    if not (args.segmentor and args.dataset):
-        raise CommandError("give SEGMENTOR DATASET (e.g. deeplabv3plus cityscapes) or --all", ExitCode.USAGE)
-    return [get_entry(args.segmentor, args.dataset).key]
+def loading_options(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """The options of :func:`resnest_zoo.load_model` that the command line gives the same way everywhere."""
+    return {"weights": getattr(args, "weights", None), "cache_dir": getattr(args, "cache_dir", None), **options}

@@ -8,136 +8,129 @@ the command's checks, which all come before the model is loaded, as one line and
   own ``predictions/`` (an output folder equal to the only input folder therefore leaves no input, and says why);
 * an input is never written: a run whose mask or overlay would land on one of its inputs is refused;
 * an existing file is replaced only with ``--overwrite``; a file this command wrote (it recognises them by the PNG
-  text chunk :data:`MARK`) means that input is done, and a rerun skips it; any other file is refused;
+  text chunk :data:`resnest_zoo.inference.outputs.MARK`) means that input is done, and a rerun skips it; any other file is refused;
 * the output folder must be writable (or creatable).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..inference.inputs import IMAGE_SUFFIXES, collect_inputs
-from ..inference.outputs import MARK, OUTPUT_FORMATS, written_by_predict
-from .common import MODEL_HELP, CommandError, add_cache_dir, add_quiet, model_spec, opacity
+from ..options import ALPHA, BACKENDS, BATCH_SIZE, MASK_FORMATS, WRITERS
+from .common import (
+    CommandError,
+    add_cache_dir,
+    add_models,
+    add_quiet,
+    add_workers,
+    at_least,
+    deprecated,
+    opacity,
+    saved_only as _saved_only,
+)
 from .exit_codes import ExitCode
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["register", "iter_images", "written_by_predict", "at_least", "IMAGE_SUFFIXES", "MARK"]
-
-
-def iter_images(inputs: Sequence[str], *, skip: str | Path | None = None) -> list[tuple[Path, Path]]:
-    """(image path, output path without suffix, relative to the output folder) for files and the images inside
-    folders and glob patterns (see :func:`resnest_zoo.inference.inputs.collect_inputs`); folder and pattern
-    searches leave out everything inside ``skip`` (the output folder: masks are not inputs)."""
-    return [(item.path, Path(item.name)) for item in collect_inputs(inputs, exclude=skip)]
-
-
-def _half_precision(device: torch.device) -> torch.dtype:
-    """``--fp16``: float16 on CUDA; on a CPU bfloat16, or float16 where only that is native; refused where
-    neither is native, since emulated half precision is many times slower than float32."""
-    import torch
-
-    from ..devices import emulated_half_precision
-
-    preferred = (torch.float16, torch.bfloat16) if device.type == "cuda" else (torch.bfloat16, torch.float16)
-    for dtype in preferred:
-        if emulated_half_precision(device, dtype) is None:
-            return dtype
-    raise CommandError(f"--fp16: {emulated_half_precision(device, preferred[0])}; drop --fp16", ExitCode.USAGE)
-
-
-def _runtime_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype | None]:
-    """``--backend onnxruntime|openvino``: the device (the CPU) and ``--fp16``'s precision, every refusal before
-    the model is loaded."""
-    import torch
-
-    from ..devices import resolve_device
-    from ..inference.backends import runtime_dtypes
-
-    if args.backend == "torch":
-        raise CommandError("--runtime-file is run by --backend onnxruntime or openvino; add one of them",
-                           ExitCode.USAGE)
-    if args.device and resolve_device(args.device).type != "cpu":
-        raise CommandError(f"--backend {args.backend} runs on the CPU; drop --device {args.device}, or use "
-                           f"--backend torch for {args.device}", ExitCode.USAGE)
-    if args.runtime_file and args.weights:
-        raise CommandError("--runtime-file holds the weights already: drop --weights", ExitCode.USAGE)
-    if not args.fp16:
-        return torch.device("cpu"), None
-    half = [dtype for dtype in (torch.bfloat16, torch.float16) if dtype in runtime_dtypes(args.backend)]
-    if not half:
-        hint = ("; --backend openvino runs bfloat16 on CPUs with AVX512-BF16 or AMX" if args.backend == "onnxruntime"
-                else " on this CPU (half precision needs AVX512-BF16, AMX or AVX512-FP16)")
-        raise CommandError(f"--fp16: the {args.backend} backend computes in float32 only{hint}; drop --fp16",
-                           ExitCode.USAGE)
-    return torch.device("cpu"), half[0]
+__all__ = ["register"]
 
 
 def _no_input(args: argparse.Namespace, output: Path) -> CommandError:
-    holds_output = any(output.resolve() == Path(name).resolve() or Path(name).resolve() in output.resolve().parents
-                       for name in args.inputs if Path(name).is_dir())
-    why = (f" (the output folder {output} is never searched for inputs; give an output folder outside the input "
-           f"folders with -o)" if holds_output else "")
+    """Why there is nothing to do: no images at all, or all of them inside the output folder (which is never
+    searched for inputs)."""
+    from ..inference.inputs import collect_inputs
+
     given = " ".join([*args.inputs, *([f"--list {args.list}"] if args.list else [])])
-    return CommandError(f"no input images found in {given}{why}", ExitCode.USAGE)
+    hidden = [item for item in collect_inputs(args.inputs, list_file=args.list) if item.path.exists()]
+    if hidden:
+        return CommandError(f"the {len(hidden)} image(s) found in {given} are all inside the output folder, and the "
+                            f"output folder {output} is never searched for inputs (it holds masks): give an output "
+                            f"folder outside the input folders with -o", ExitCode.USAGE)
+    return CommandError(f"no input images found in {given}", ExitCode.USAGE)
+
+
+def _precision(args: argparse.Namespace, device) -> object:
+    """``--fp16``'s precision on ``device`` (or for the runtime backend), or None; refused where not native."""
+    if not args.fp16:
+        return None
+    from ..deploy.runtime import runtime_half_precision
+    from ..devices import half_precision
+
+    try:
+        return half_precision(device) if args.backend == "torch" else runtime_half_precision(args.backend)
+    except ValueError as exc:
+        raise CommandError(f"--fp16: {exc}; drop --fp16", ExitCode.USAGE) from None
+
+
+def _device(args: argparse.Namespace, ranks) -> object:
+    """The device to compute on: the CPU for a runtime backend (refusing another), else ``--device`` (under
+    torchrun, the GPU of ``LOCAL_RANK``); every refusal before the model is loaded."""
+    from ..devices import resolve_device
+    from ..distributed import device_for
+
+    if args.runtime_file and args.backend == "torch":
+        raise CommandError("--runtime-file is run by --backend onnxruntime or openvino; add one of them",
+                           ExitCode.USAGE)
+    if args.runtime_file and args.weights:
+        raise CommandError("--runtime-file holds the weights already: drop --weights", ExitCode.USAGE)
+    if args.backend == "torch":
+        return device_for(resolve_device(args.device) if args.device else None, ranks)
+    if args.device and resolve_device(args.device).type != "cpu":
+        raise CommandError(f"--backend {args.backend} runs on the CPU; drop --device {args.device}, or use "
+                           f"--backend torch for {args.device}", ExitCode.USAGE)
+    return resolve_device("cpu")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from ..devices import resolve_device
-    from ..distributed import device_for, ranks_from_environment, shard
+    from ..api import load_model
+    from ..distributed import ranks_from_environment, shard
     from ..errors import OutputConflictError, OutputWriteError
     from ..inference.batch import segment_to_folder
+    from ..inference.inputs import collect_inputs
     from ..inference.outputs import check_output_folder, plan_outputs
+    from .common import selected_models
 
+    if args.format is not None:
+        deprecated("`resnest-zoo predict --format` is the old spelling of `--mask-format`")
+        args.mask_format = args.format
     if not args.inputs and not args.list:
         raise CommandError("give images, folders or glob patterns, or --list FILE", ExitCode.USAGE)
-    choice = args.model
+    names = selected_models(args, "predict")
+    if len(names) > 1:
+        raise CommandError("predict segments with one model: give one -m MODEL", ExitCode.USAGE)
+    name = names[0]
 
     def check_format(dataset: str | None) -> None:  # a saved model's dataset is known once it is loaded
-        if args.format == "cityscapes-ids" and dataset != "cityscapes":
-            raise CommandError(f"--format cityscapes-ids writes Cityscapes label ids: it needs a cityscapes model, not "
-                               f"{choice}; use --format png or npy", ExitCode.USAGE)
+        if args.mask_format == "cityscapes-ids" and dataset != "cityscapes":
+            raise CommandError(f"--mask-format cityscapes-ids writes Cityscapes label ids: it needs a cityscapes "
+                               f"model, not {name}; use --mask-format png or npy", ExitCode.USAGE)
 
-    if choice.saved is None:
-        check_format(choice.dataset)
+    if name.saved is None:
+        check_format(name.dataset)
     output = Path(args.output)
     work = collect_inputs(args.inputs, list_file=args.list, exclude=output)
-    if not work or not any(item.path.exists() for item in work):
+    if not work or not any(item.path.exists() or item.path.is_symlink() for item in work):
         raise _no_input(args, output)
     ranks = ranks_from_environment()
     try:
         check_output_folder(output)
-        planned = plan_outputs(shard(work, ranks), output, args.format, args.overlay, args.overwrite, inputs=work)
+        planned = plan_outputs(shard(work, ranks), output, args.mask_format, args.overlay, args.overwrite, inputs=work)
     except (OutputWriteError, OutputConflictError) as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
-    if args.backend != "torch" or args.runtime_file:
-        device, dtype = _runtime_options(args)
-        model = choice.load(weights=args.weights, cache_dir=args.cache_dir,
-                            progress=not args.quiet and ranks.is_main, backend=args.backend, runtime_file=args.runtime_file)
+    device = _device(args, ranks)
+    dtype = _precision(args, device)
+    options = dict(backend=args.backend, runtime_file=args.runtime_file) if args.backend != "torch" else \
+        dict(device=device, optimize=True)  # inference only: BatchNorm folded into the convolutions, same masks
+    if name.saved is None:
+        options.update(weights=args.weights, cache_dir=args.cache_dir)
     else:
-        device = device_for(resolve_device(args.device) if args.device else None, ranks)
-        dtype = _half_precision(device) if args.fp16 else None
-        # inference only: BatchNorm folded into the convolutions (same predictions, faster)
-        model = choice.load(weights=args.weights, device=device, cache_dir=args.cache_dir,
-                            progress=not args.quiet and ranks.is_main, optimize=True)
+        _saved_only(name, {"--weights": args.weights, "--cache-dir": args.cache_dir, "--runtime-file": args.runtime_file})
+    model = load_model(name, progress=not args.quiet and ranks.is_main, **options)
     check_format(model.config.dataset)
-
-    def report(path: str, reason: str) -> None:
-        tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
-
     try:
-        summary = segment_to_folder(model, planned, output, format=args.format,
+        summary = segment_to_folder(model, planned, output, format=args.mask_format,
                                     alpha=args.alpha if args.overlay else None, overwrite=args.overwrite,
-                                    progress=not args.quiet and len(work) > 1, report=report, device=device,
-                                    dtype=dtype, batch_size=args.batch_size, workers=args.workers,
-                                    writers=args.writers)
+                                    progress=not args.quiet and len(work) > 1, device=device, dtype=dtype,
+                                    batch_size=args.batch_size, workers=args.workers, writers=args.writers)
     except OutputWriteError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     if not args.quiet and ranks.is_main:
@@ -147,17 +140,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def at_least(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-        return value
-    return parse
+FP16_HELP = ("half precision: float16 on CUDA, bfloat16 (or float16) where the CPU or runtime has native units "
+             "(refused elsewhere)")
+DEVICE_HELP = "cuda, cuda:1, cpu ... (default: cuda when available; under torchrun the GPU of LOCAL_RANK)"
+BACKEND_HELP = ("who runs the network: PyTorch (default), or ONNX Runtime / OpenVINO on the CPU (the checkpoint "
+                "exported at load, or --runtime-file); same preprocessing and masks. Needs pip install "
+                "\"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\"")
 
 
 def register(add) -> None:
@@ -167,35 +155,32 @@ def register(add) -> None:
                        "never written, the output folder is never read as input, and a file this command did not "
                        "write is never replaced without --overwrite.")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR",
-                   help="image files, folders (searched recursively) and glob patterns such as 'photos/**/*.jpg'")
+                   help="image files, folders (searched recursively, following links) and glob patterns such as "
+                        "'photos/**/*.jpg'")
     p.add_argument("--list", metavar="FILE", help="a text file of image paths, one per line (relative to its folder)")
-    p.add_argument("-m", "--model", required=True, type=model_spec, metavar="MODEL", help=MODEL_HELP)
+    add_models(p, several=False)
     p.add_argument("--weights", metavar="PATH_OR_URL", help="checkpoint to use instead of the catalogue's")
     p.add_argument("-o", "--output", default="predictions", metavar="OUT_DIR", help="output folder (default: predictions)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="png",
+    p.add_argument("--mask-format", choices=MASK_FORMATS, default=MASK_FORMATS[0],
                    help="png: indexed PNG, the dataset palette (default); cityscapes-ids: official Cityscapes label "
                         "ids for the evaluation server; npy: class ids as a NumPy array")
+    p.add_argument("--format", choices=MASK_FORMATS, help=argparse.SUPPRESS)  # the old spelling of --mask-format
     p.add_argument("--overlay", action="store_true", help="also write IMAGE_overlay.png, the mask blended on the image")
-    p.add_argument("--alpha", type=opacity, default=0.5, help="overlay opacity of the mask (default 0.5)")
+    p.add_argument("--alpha", type=opacity, default=ALPHA, help=f"overlay opacity of the mask (default {ALPHA})")
     p.add_argument("--overwrite", action="store_true",
                    help="redo inputs whose outputs exist, and replace files in OUT_DIR that resnest-zoo predict did "
                         "not write (by default a rerun skips what is done; inputs are never written)")
-    p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available; under torchrun the GPU of "
-                                    "LOCAL_RANK)")
-    p.add_argument("--fp16", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX (refused elsewhere)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
-                   help="who runs the network: PyTorch (default), or ONNX Runtime / OpenVINO on the CPU (the checkpoint "
-                        "exported at load, or --runtime-file); same preprocessing and masks. Needs pip install "
-                        "\"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\"")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--fp16", action="store_true", help=FP16_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help=BACKEND_HELP)
     p.add_argument("--runtime-file", metavar="FILE",
                    help="with --backend onnxruntime/openvino: a file written by resnest-zoo export --format onnx / "
                         "openvino for this model, run instead of the checkpoint (nothing is downloaded)")
     p.add_argument("--batch-size", type=at_least(1), metavar="N",
-                   help="images per forward pass (default 4)")
-    p.add_argument("--workers", type=at_least(0), metavar="N",
-                   help="processes reading images (default: half the CPUs, at most 8; 0: none)")
+                   help=f"images per forward pass (default {BATCH_SIZE})")
+    add_workers(p)
     p.add_argument("--writers", type=at_least(1), metavar="N",
-                   help="threads encoding and writing outputs (default 4)")
+                   help=f"threads encoding and writing outputs (default {WRITERS})")
     add_cache_dir(p)
-    add_quiet(p, "no progress bars or summary")
+    add_quiet(p, "no progress display or summary")
     p.set_defaults(handler=_cmd_predict)

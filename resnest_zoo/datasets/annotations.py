@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DatasetError
+from ..files import walk
 from .info import DatasetInfo
 
 if TYPE_CHECKING:
@@ -165,11 +166,12 @@ def locate_root(data_root: Path, candidates: Sequence[Path], is_root: Callable[[
 
 
 def files_under(folder: Path, suffix: str) -> list[Path]:
-    """Files under ``folder`` (recursively) whose name ends with ``suffix``, sorted; :class:`DatasetError` when the
-    folder is missing."""
+    """Files under ``folder`` whose name ends with ``suffix``, sorted, walked as every folder of the package is
+    (:func:`resnest_zoo.files.walk`: following links to folders, each once; links that point nowhere included, so
+    that they are reported as missing files); :class:`DatasetError` when the folder is missing."""
     if not folder.is_dir():
         raise DatasetError(f"folder {str(folder)!r} is missing")
-    return sorted(path for path in folder.rglob(f"*{suffix}") if path.is_file())
+    return walk(folder, endings=(suffix,))
 
 
 def check_pairs(samples: Iterable[Sample], orphans: Iterable[Path] = (), *, what: str) -> list[Sample]:

@@ -8,7 +8,7 @@ from .info import DatasetInfo
 
 __all__ = [
     "INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "TRAIN_ID_LABELS", "TRAIN_ID_TO_LABEL_ID",
-    "LABEL_ID_PALETTE", "SPLITS", "LAYOUT", "READER", "IMAGE_SUFFIX", "label_id_name",
+    "LABEL_ID_PALETTE", "SPLITS", "LAYOUT", "READER", "IMAGE_SUFFIX",
 ]
 
 CLASS_NAMES = (
@@ -79,12 +79,6 @@ LAYOUT = """cityscapes/
 |-- leftImg8bit/{train,val}/<city>/   frankfurt_000000_000294_leftImg8bit.png ...  (val: 500 images)
 `-- gtFine/{train,val}/<city>/        frankfurt_000000_000294_gtFine_labelIds.png ...
                                       (or *_gtFine_labelTrainIds.png made by cityscapesscripts)"""
-
-
-def label_id_name(image_name: str) -> str:
-    """The file name the Cityscapes evaluation server expects for an image's label-id result, as the reference's
-    ``formatresults`` writes it: the image's name with ``.png`` (``..._leftImg8bit.png`` stays as it is)."""
-    return Path(image_name).with_suffix(".png").name
 
 
 def _candidates(root: Path) -> list[Path]:

@@ -1,12 +1,16 @@
-"""ONNX export of a segmentor: the logits-at-input-size network, with what a deployment needs in its metadata.
+"""ONNX export of a network: the logits-at-input-size graph, with what a deployment needs in its metadata.
 
 >>> model = resnest_zoo.load("deeplabv3plus", "cityscapes", device="cpu")      # doctest: +SKIP
 >>> resnest_zoo.export_onnx(model, "deeplabv3plus_cityscapes.onnx")            # doctest: +SKIP
 
 The graph is exactly ``model(images)``: normalised RGB ``images`` float32 ``(N, 3, H, W)`` in, ``logits``
-float32 ``(N, K, H, W)`` at the input size out (names in :mod:`resnest_zoo.deploy.metadata`), with batch, height
+float32 ``(N, K, H, W)`` at the input size out (names in :mod:`resnest_zoo.formats.runtime`), with batch, height
 and width dynamic by default. Class names, palette, mean/std, the test-time resize rule and the source
 checkpoint's digest are in the file's ``metadata_props``, so it can be used without this package.
+
+What is exported is any ``nn.Module`` with a ``config`` (:class:`~resnest_zoo.config.ModelConfig`) whose forward
+maps normalised images to logits; folding BatchNorm asks the network to do it (``fold_batchnorms()``, which every
+:class:`~resnest_zoo.Segmentor` has), so this module knows no network of its own.
 
 How: PyTorch's TorchScript-based exporter (``torch.onnx.export(dynamo=False)``). The torch.export-based one was
 measured too (torch 2.14, onnxscript 0.7): ten times slower to export, and its PSPNet graph traced at one size
@@ -25,8 +29,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -37,20 +39,14 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import OutputWriteError, UnsupportedOpsetError
-from ..models.optimize import fold_batchnorms
-from .metadata import INPUT_NAME, OUTPUT_NAME, model_metadata
+from ..files import atomic_write, check_output
+from ..options import OPSET, OPSETS
+from ..formats.runtime import INPUT_NAME, OUTPUT_NAME, model_metadata
 from .optional import require
 
 __all__ = [
-    "export_onnx", "onnx_bytes", "runtime_metadata", "check_opset", "model_config", "check_destination",
-    "check_writable", "export_file",
-    "DEFAULT_OPSET", "SUPPORTED_OPSETS",
+    "export_onnx", "onnx_bytes", "runtime_metadata", "check_opset", "model_config", "export_file",
 ]
-
-DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(11, 21)
-"""Opsets the export is checked at: 11 (the first whose ``Resize`` has PyTorch's half-pixel bilinear; opset 10
-exports but its logits differ by up to 4e-2) to 20."""
 
 _TRACE_SIZE = (64, 64)
 """The example an export with dynamic axes is traced at (small: tracing runs the network once)."""
@@ -112,7 +108,11 @@ def _prepared_copy(model: nn.Module, fold_batchnorm: bool) -> nn.Module:
     # path whose taps depend on the feature size, which tracing would fix at the example's size
     clone = clone.to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
     if fold_batchnorm:
-        fold_batchnorms(clone)
+        fold = getattr(clone, "fold_batchnorms", None)
+        if fold is None:
+            raise TypeError(f"fold_batchnorm=True needs a network that folds its own BatchNorms (a resnest_zoo "
+                            f"Segmentor's fold_batchnorms()), got {type(model).__qualname__}; pass fold_batchnorm=False")
+        fold()
     for parent in list(clone.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d) and _output_size(child) is not None:
@@ -120,7 +120,7 @@ def _prepared_copy(model: nn.Module, fold_batchnorm: bool) -> nn.Module:
     return clone
 
 
-def onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, dynamic: bool = True, fold_batchnorm: bool = True,
+def onnx_bytes(model: nn.Module, *, opset: int = OPSET, dynamic: bool = True, fold_batchnorm: bool = True,
                source_sha256: str | None = None, input_size: tuple[int, int] | None = None) -> bytes:
     """The serialised ONNX model of :func:`export_onnx` (same arguments), metadata included, in memory."""
     onnx = require("onnx", "ONNX export")
@@ -148,7 +148,7 @@ def onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, dynamic: bool = 
     return proto.SerializeToString()
 
 
-def runtime_metadata(model: nn.Module, *, opset: int = DEFAULT_OPSET, dynamic: bool = True,
+def runtime_metadata(model: nn.Module, *, opset: int = OPSET, dynamic: bool = True,
                      fold_batchnorm: bool = True, source_sha256: str | None = None,
                      input_size: tuple[int, int] | None = None) -> dict[str, str]:
     """The metadata strings an export of ``model`` with these options carries (arguments checked here)."""
@@ -177,64 +177,43 @@ def _input_size(config: ModelConfig, dynamic: bool, input_size: tuple[int, int] 
 
 
 def check_opset(opset: int) -> None:
-    """:class:`UnsupportedOpsetError` unless ``opset`` is in :data:`SUPPORTED_OPSETS`."""
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
+    """:class:`UnsupportedOpsetError` unless ``opset`` is in :data:`OPSETS`."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
         raise UnsupportedOpsetError(
-            f"ONNX opset {opset!r} is not supported: the export is verified for opsets {SUPPORTED_OPSETS.start} to "
-            f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET}); choose one of them")
-
-
-def check_destination(path: Path, suffix: str) -> None:
-    """A file name ending in ``suffix`` (``ValueError``), not an existing folder (:class:`OutputWriteError`)."""
-    if path.is_dir():
-        raise OutputWriteError(f"{path} is a folder; give the file to write, such as {path / ('model' + suffix)}")
-    if path.suffix.lower() != suffix:
-        raise ValueError(f"the file name must end in {suffix}, got {str(path)!r}")
+            f"ONNX opset {opset!r} is not supported: the export is verified for opsets {OPSETS.start} to "
+            f"{OPSETS.stop - 1} (default {OPSET}); choose one of them")
 
 
 def export_file(model: nn.Module, path: str | os.PathLike[str], suffix: str, write: Callable[[Path], None],
-                options: dict[str, Any], needs: tuple[str, ...]) -> Path:
-    """The steps every export shares: check the destination (``suffix``), the packages in ``needs`` and the
-    ``options`` (:func:`runtime_metadata`'s) before any work; then ``write(staged)`` writes the file, and any
-    sibling sharing its stem (OpenVINO's ``.bin``), into a staging folder beside ``path``, from which they are
-    moved into place, ``path`` last. :class:`OutputWriteError` when the folder cannot be created or written."""
+                options: dict[str, Any], needs: tuple[str, ...], siblings: tuple[str, ...] = ()) -> Path:
+    """The steps every export shares: check the destination (a writable file name ending in ``suffix``), the
+    packages in ``needs`` and the ``options`` (:func:`runtime_metadata`'s) before any work; then ``write(staged)``
+    writes the file under a temporary name, with the ``siblings`` it makes beside it (OpenVINO's ``.bin``), and
+    they are renamed into place, ``path`` last (:func:`resnest_zoo.files.atomic_write`).
+    :class:`~resnest_zoo.OutputWriteError` when the folder cannot be created or written."""
     target = Path(path)
-    check_destination(target, suffix)
+    check_output(target, what=f"{suffix} file", hint=f"give a file name such as {target / ('model' + suffix)} "
+                                                      "in a folder you can write to")
+    if target.suffix.lower() != suffix:
+        raise ValueError(f"the file name must end in {suffix}, got {str(target)!r}")
     for module in needs:
         require(module, f"writing a {suffix} file")
     runtime_metadata(model, **options)
-    check_writable(target.parent)
-    staging = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        staged = staging / target.name
-        write(staged)
-        for produced in sorted(staging.iterdir(), key=lambda file: file == staged):
-            os.replace(produced, target.with_name(produced.name))
+        with atomic_write(target, siblings=siblings) as staged:
+            write(staged)
+    except OutputWriteError:
+        raise
     except OSError as exc:
         raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if missing and check that a file can be written in it; :class:`OutputWriteError` if not."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise OutputWriteError(f"cannot write into {folder}: {exc.strerror or exc}; choose a folder you can "
-                               f"write to") from None
 
 
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
-    opset: int = DEFAULT_OPSET,
+    opset: int = OPSET,
     dynamic: bool = True,
     fold_batchnorm: bool = True,
     source_sha256: str | None = None,
@@ -244,7 +223,7 @@ def export_onnx(
 
     Args:
         model: a segmentor from :func:`~resnest_zoo.load` / :func:`~resnest_zoo.build` (it is copied, not changed).
-        opset: ONNX opset version, one of :data:`SUPPORTED_OPSETS` (default 17).
+        opset: ONNX opset version, one of :data:`resnest_zoo.options.OPSETS` (default :data:`resnest_zoo.options.OPSET`).
         dynamic: batch, height and width dynamic; ``False`` fixes the input to ``1 x 3 x input_size``.
         fold_batchnorm: fold BatchNorm into the convolutions (the same logits, a leaner graph).
         source_sha256: sha256 of the checkpoint file the weights came from, recorded in the metadata; default

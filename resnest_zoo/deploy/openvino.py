@@ -15,8 +15,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .metadata import FORMAT_KEY
-from .onnx import DEFAULT_OPSET, export_file, onnx_bytes, runtime_metadata
+from ..formats.runtime import FORMAT_KEY
+from ..options import OPSET
+from .onnx import export_file, onnx_bytes, runtime_metadata
 from .optional import require
 
 __all__ = ["export_openvino", "openvino_model"]
@@ -36,7 +37,7 @@ def export_openvino(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
-    opset: int = DEFAULT_OPSET,
+    opset: int = OPSET,
     dynamic: bool = True,
     fold_batchnorm: bool = True,
     source_sha256: str | None = None,
@@ -51,7 +52,14 @@ def export_openvino(
                    input_size=input_size)
 
     def write(staged: Path) -> None:
-        require("openvino", "OpenVINO export").save_model(openvino_model(model, **options), str(staged),
-                                                          compress_to_fp16=False)
+        xml = staged.with_name(staged.name + ".xml")  # OpenVINO insists on the suffix; the .bin follows its name
+        try:
+            require("openvino", "OpenVINO export").save_model(openvino_model(model, **options), str(xml),
+                                                              compress_to_fp16=False)
+            os.replace(xml.with_suffix(".bin"), staged.with_suffix(".bin"))
+            os.replace(xml, staged)
+        finally:
+            for leftover in (xml, xml.with_suffix(".bin")):
+                leftover.unlink(missing_ok=True)
 
-    return export_file(model, path, ".xml", write, options, needs=("openvino", "onnx"))
+    return export_file(model, path, ".xml", write, options, needs=("openvino", "onnx"), siblings=(".bin",))

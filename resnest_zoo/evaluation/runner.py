@@ -19,8 +19,9 @@ from ..datasets.annotations import check_sizes
 from ..distributed import device_for, process_group, ranks_from_environment, shard
 from ..errors import DatasetError
 from ..inference.engine import plan_inference
-from ..inference.loader import ImageFiles, LoadedImage, Preprocess, load_images
+from ..inference.loader import ImageFiles, LoadedImage, load_images
 from ..inference.stream import resolve_workers, segment_loaded
+from ..progress import progress_bar
 from .metric import ConfusionMatrix
 from .result import EvaluationResult
 
@@ -97,10 +98,11 @@ def evaluate(
     # default: where the model is; under torchrun (or when asked), the device of this rank
     target = plan.prepare(model, None if device is None and not ranks.distributed else device_for(device, ranks))
 
-    files = ImageFiles([s.image for s in mine], Preprocess.of(plan.config),
+    files = ImageFiles([s.image for s in mine], plan.config.preprocessing,
                        annotations=[(s.annotation, reader.mapping_for(s.annotation)) for s in mine])
     confusion = ConfusionMatrix(plan.config.num_classes, target)
-    with process_group(ranks, target), _progress(progress and ranks.is_main, len(mine)) as bar:
+    bar = progress_bar(len(mine), unit="img", desc="evaluating", enabled=progress and ranks.is_main)
+    with process_group(ranks, target), bar:
         loaded = load_images(files, workers=count, pin_memory=target.type == "cuda")
         last_shown = time.perf_counter()
         for batch, labels in segment_loaded(model, plan, target, loaded):
@@ -108,11 +110,10 @@ def evaluate(
                 if prediction is None:
                     raise _failure(item)
                 confusion.update(prediction, item.label)
-            if bar is not None:
-                bar.update(len(batch))
-                if time.perf_counter() - last_shown > _PROGRESS_EVERY_S:
-                    last_shown = time.perf_counter()
-                    bar.set_postfix_str(f"mIoU {100 * confusion.metrics().miou:.2f}", refresh=False)
+            bar.update(len(batch))
+            if progress and time.perf_counter() - last_shown > _PROGRESS_EVERY_S:
+                last_shown = time.perf_counter()
+                bar.set_postfix_str(f"mIoU {100 * confusion.metrics().miou:.2f}", refresh=False)
         confusion.all_reduce()
     entry = getattr(model, "entry", None)
     # the published figure is this model's only when it still predicts the checkpoint's classes (not fine-tuned)
@@ -127,21 +128,3 @@ def evaluate(
     name = f"{entry.segmentor}/{entry.dataset}" if entry is not None else type(model).__name__
     return EvaluationResult(name, key, split, tuple(plan.config.class_names), confusion.numpy(), len(samples),
                             time.perf_counter() - started, published, protocol)
-
-
-class _progress:
-    """A tqdm bar (images, images/s) when ``enabled``, else None; closed at the end of the block."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.bar = enabled, total, None
-
-    def __enter__(self):
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, unit="img", desc="evaluating", dynamic_ncols=True)
-        return self.bar
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.close()

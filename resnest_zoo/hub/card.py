@@ -10,7 +10,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from ..catalogue import SEGMENTOR_TITLES, CheckpointEntry
 from ..config import ModelConfig
 from ..datasets import DATASETS
-from .format import LIBRARY_NAME, SavedModel
+from ..formats.saved_model import LIBRARY_NAME, SavedModel
 
 __all__ = ["model_card"]
 

@@ -1,7 +1,8 @@
 """Save a model as a Hugging Face style folder, and share it: ``save_pretrained``, ``push_to_hub``.
 
-The folder layout and ``config.json`` are :mod:`.format`'s; the model card is :mod:`.card`'s; loading back is
-:mod:`.pretrained`'s. Uploads go through ``huggingface_hub``'s ``HfApi.upload_folder``. Nothing here imports the
+The folder layout and ``config.json`` are :mod:`resnest_zoo.formats.saved_model`'s; the model card is
+:mod:`.card`'s; reading a folder back is :mod:`resnest_zoo.weights.saved`'s, loading it
+:func:`resnest_zoo.from_pretrained`'s. Uploads go through ``huggingface_hub``'s ``HfApi.upload_folder``. Nothing here imports the
 models: a segmentor's ``save_pretrained`` method calls in here, and needs only its tensors and attributes.
 """
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import ModelConfig
-from ..weights.cache import atomic_write, write_text
+from ..files import atomic_write
 from ..weights.integrity import sha256_file
 from .card import model_card
-from .format import CARD_NAME, CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, Origin, SavedModel, check_metrics
+from ..formats.saved_model import CARD_NAME, CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, Origin, SavedModel, check_metrics
 
 __all__ = ["save_pretrained", "push_to_hub", "write_folder", "describe_folder"]
 
@@ -65,8 +66,9 @@ def describe_folder(folder: Path, config: ModelConfig, *, origin: Origin | None,
     """Write ``config.json`` (with the digest of the ``model.safetensors`` already in ``folder``) and ``README.md``."""
     record = SavedModel(model=config, weights_sha256=sha256_file(folder / WEIGHTS_NAME), auxiliary_head=auxiliary_head,
                         origin=origin, metrics=metrics)
-    write_text(folder / CONFIG_NAME, record.to_json())
-    write_text(folder / CARD_NAME, model_card(record, repo_id=repo_id))
+    for name, text in ((CONFIG_NAME, record.to_json()), (CARD_NAME, model_card(record, repo_id=repo_id))):
+        with atomic_write(folder / name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
     return folder
 
 

@@ -35,21 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..distributed import all_reduce_sum, device_for, process_group, ranks_from_environment, shard
 from ..errors import OutputWriteError
+from ..options import WRITERS
+from ..progress import progress_bar
 from .engine import InferencePlan, plan_inference
 from .inputs import collect_inputs
-from .loader import ImageFiles, Preprocess, load_images
-from .outputs import OUTPUT_FORMATS, PlannedInput, check_output_folder, plan_outputs, write_outputs
+from .loader import ImageFiles, load_images
+from ..options import MASK_FORMATS
+from .outputs import PlannedInput, check_output_folder, plan_outputs, write_outputs
 from .prediction import Prediction
-from .stream import labels_to_host, resolve_workers, segment_loaded
+from .stream import predictions_of, resolve_workers, segment_loaded
 
 __all__ = ["BatchSummary", "WriterPool", "Manifest", "predict_to_folder", "segment_to_folder"]
 
-DEFAULT_WRITERS = 4
 
 
 @dataclass
@@ -155,10 +156,6 @@ def _model_name(model: torch.nn.Module) -> str:
     return f"{entry.segmentor}/{entry.dataset}" if entry is not None else type(model).__name__
 
 
-def _default_report(path: str, reason: str) -> None:
-    print(f"error: {path}: {reason}", file=sys.stderr)
-
-
 def predict_to_folder(
     model: torch.nn.Module,
     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
@@ -192,7 +189,7 @@ def predict_to_folder(
         overwrite: redo inputs whose outputs exist (by default they are skipped: a rerun resumes).
         batch_size, workers: images per forward pass; ``DataLoader`` processes reading files (default: half the
             CPUs, at most 8).
-        writers: background threads encoding and writing outputs (default 4).
+        writers: background threads encoding and writing outputs (default :data:`resnest_zoo.options.WRITERS`).
         device: where to compute; default where the model is (under torchrun: the GPU of ``LOCAL_RANK``).
         progress: show a progress bar (rank 0).
         report: called as ``report(path, reason)`` once per input that fails (default: one line on stderr).
@@ -207,8 +204,8 @@ def predict_to_folder(
         OutputConflictError: before any work, when an output would land on an input, two inputs would share an
             output, or an existing file was not written by batch prediction (and ``overwrite`` is False).
     """
-    if format not in OUTPUT_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
+    if format not in MASK_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(MASK_FORMATS)}, got {format!r}")
     output = Path(output)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     work = collect_inputs(items, list_file=list_file, exclude=output)
@@ -246,7 +243,7 @@ def segment_to_folder(
         if tuple(plan.config.class_names) != cityscapes.CLASS_NAMES:
             raise ValueError("format='cityscapes-ids' writes Cityscapes label ids, so it needs a model of the 19 "
                              "Cityscapes classes; use format='png' or 'npy' for this model")
-    threads = DEFAULT_WRITERS if writers is None else writers
+    threads = WRITERS if writers is None else writers
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"writers must be a positive whole number, got {writers!r}")
     output = Path(output)
@@ -257,7 +254,7 @@ def segment_to_folder(
     with process_group(ranks, target):
         counts = _run(model, plan, target, list(planned), Manifest(manifest_path), fmt=format, alpha=alpha,
                       overwrite=overwrite, workers=count, writers=threads, progress=progress and ranks.is_main,
-                      report=report or _default_report, name=_model_name(model))
+                      report=report, name=_model_name(model))
         totals = all_reduce_sum(torch.tensor(counts, dtype=torch.int64, device=target))
     done, skipped, failed = (int(value) for value in totals.tolist())
     manifests = sorted(output.glob("manifest*.jsonl")) if ranks.distributed else [manifest_path]
@@ -266,47 +263,40 @@ def segment_to_folder(
 
 def _run(model: torch.nn.Module, plan: InferencePlan, device: torch.device, planned: list[PlannedInput],
          manifest: Manifest, *, fmt: str, alpha: float | None, overwrite: bool, workers: int, writers: int,
-         progress: bool, report: Callable[[str, str], None], name: str) -> list[int]:
+         progress: bool, report: Callable[[str, str], None] | None, name: str) -> list[int]:
     """This process's share: ``[done, skipped, failed]``."""
     done = failed = 0
     todo = [entry for entry in planned if not entry.done]
-    bar = None
+    bar = progress_bar(len(planned), initial=len(planned) - len(todo), unit="img", desc="segmenting",
+                       enabled=progress)
+    if report is None:  # one line per failed input, above the progress display
+        def report(path: str, reason: str) -> None:
+            bar.write(f"error: {path}: {reason}", file=sys.stderr)
     try:
         for entry in planned:
             if entry.done:
                 manifest.record(entry.input.path, entry.outputs, "skipped")
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(planned), initial=len(planned) - len(todo), unit="img", desc="segmenting",
-                       dynamic_ncols=True)
-        files = ImageFiles([entry.input.path for entry in todo], Preprocess.of(plan.config),
+        files = ImageFiles([entry.input.path for entry in todo], plan.config.preprocessing,
                            keep_image=alpha is not None)
         pool = WriterPool(writers, queue=2 * writers + plan.batch_size)
-        palette = np.asarray(plan.config.palette, dtype=np.uint8)
         try:
             loaded = load_images(files, workers=workers, pin_memory=device.type == "cuda")
             for batch, labels in segment_loaded(model, plan, device, loaded):
-                readable = [(item, label) for item, label in zip(batch, labels) if label is not None]
-                for (item, _), host in zip(readable, labels_to_host([label for _, label in readable])):
+                for item, prediction in zip(batch, predictions_of(batch, labels, plan.config)):
                     entry = todo[item.index]
-                    image = item.image.numpy() if item.image is not None else None
-                    prediction = Prediction(host, plan.config.class_names, palette, image=image)
-                    pool.submit(_write_job(prediction, entry, fmt, alpha, overwrite, manifest, name))
-                    done += 1
-                for item, label in zip(batch, labels):
-                    if label is None:
+                    if prediction is not None:
+                        pool.submit(_write_job(prediction, entry, fmt, alpha, overwrite, manifest, name))
+                        done += 1
+                    else:
                         failed += 1
-                        report(str(todo[item.index].input.path), item.error or "unreadable")
-                        manifest.record(todo[item.index].input.path, [], "failed", item.error)
-                if bar is not None:
-                    bar.update(len(batch))
+                        report(str(entry.input.path), item.error or "unreadable")
+                        manifest.record(entry.input.path, [], "failed", item.error)
+                bar.update(len(batch))
             pool.close()
         finally:
             pool.wait()  # whatever happened, the outputs in flight are finished (or cleanly failed) first
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         manifest.close()
     return [done, len(planned) - len(todo), failed]
 

@@ -1,10 +1,10 @@
-"""Image in, :class:`~resnest_zoo.prediction.Prediction` out: the implementation of :meth:`Segmentor.predict`.
+"""Image in, :class:`~resnest_zoo.Prediction` out: the implementation of :meth:`Segmentor.predict`.
 
 The computation follows the reference (sssegmentation) evaluation, so a prediction here is what the published
 mIoU was measured on:
 
 1. every image is resized keep-ratio to the checkpoint's ``preprocessing.resize`` target with OpenCV's bilinear
-   arithmetic and normalised (:mod:`resnest_zoo.preprocess`);
+   arithmetic and normalised (:func:`resnest_zoo.inference.preprocess.preprocess`);
 2. for every test-time-augmentation path (each scale in ``scales``, and its horizontal mirror when ``flip``):
    the normalised image is rescaled (bilinear, ``align_corners=False``), run through the network either whole or
    as overlapping windows whose logits are summed and divided by the overlap count (``mode="slide"``), and the
@@ -26,14 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .prediction import Prediction
 from ..devices import resolve_device, warn_if_emulated
-from .preprocess import ParsedImage, as_image_batch, errors_naming, keep_ratio_size, normalize, resize_like_cv2
+from ..options import BATCH_SIZE
+from .prediction import Prediction
+from .preprocess import ParsedImage, as_image_batch, errors_naming, preprocess
 
-__all__ = ["predict", "InferencePlan", "plan_inference", "evaluating", "DEFAULT_BATCH_SIZE", "default_slide_window", "slide_windows", "resize_logits_rows"]
-
-DEFAULT_BATCH_SIZE = 4
-"""Images (``mode="whole"``) or windows (``mode="slide"``) per forward pass when ``batch_size`` is None."""
+__all__ = ["predict", "InferencePlan", "plan_inference", "evaluating", "default_slide_window", "slide_windows",
+           "resize_logits_rows"]
 
 _BAND_ELEMENTS = 1 << 25
 """Upper bound on ``classes x rows x width`` of one band of full-resolution logits (128 MiB in float32)."""
@@ -63,7 +62,7 @@ def predict(
             ``config`` (:class:`~resnest_zoo.config.ModelConfig`: classes, palette, test-time preprocessing).
         images: one image -- a file path, a ``PIL.Image``, a numpy array ``HxW``/``HxWx3`` (uint8 0-255 or
             float in [0, 1]), a tensor ``CxHxW``/``HxWxC`` (uint8 or float in [0, 1]) -- or a batch: a list/tuple
-            of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.preprocess`.
+            of those or a tensor ``NxCxHxW``. Alpha channels are discarded. See :mod:`resnest_zoo.inference.preprocess`.
         device: where to compute; ``None`` = where the model is. A different device **moves the model** there
             (once; it stays there). One this machine lacks raises :class:`~resnest_zoo.DeviceNotAvailableError`.
         dtype: ``None`` computes in the weights' dtype (float32); ``torch.bfloat16`` / ``torch.float16`` run
@@ -78,14 +77,14 @@ def predict(
             is predicted, its logits resized to the original size and averaged.
         channels_last: run in channels-last memory format (converts the model's weights once, for good).
         probabilities: also return ``(K, H, W)`` softmax probabilities at the original size (memory heavy).
-        batch_size: images (whole) or windows (slide) per forward pass; default 4.
+        batch_size: images (whole) or windows (slide) per forward pass; default :data:`resnest_zoo.options.BATCH_SIZE`.
 
     The network is whatever ``model`` is: a segmentor (PyTorch), or a :class:`~resnest_zoo.RuntimeModel` whose
     network runs in ONNX Runtime or OpenVINO; ``model.predict(..., backend=...)`` chooses one
-    (:mod:`resnest_zoo.inference.backends`), and everything here is the same for all of them.
+    (:mod:`resnest_zoo.deploy.runtime`), and everything here is the same for all of them.
 
     Returns:
-        A :class:`~resnest_zoo.prediction.Prediction` for a single image; a list of them, in input order, when
+        A :class:`~resnest_zoo.Prediction` for a single image; a list of them, in input order, when
         ``images`` is a list/tuple or a 4-D tensor.
 
     The model runs in eval mode under ``torch.inference_mode`` (a training-mode model is switched to eval for
@@ -100,7 +99,6 @@ def predict(
     target = plan.prepare(model, device)
     if plan.autocast_dtype is not None:
         warn_if_emulated(target, plan.autocast_dtype)  # once per process, where it is emulated
-    pre = config.preprocessing
     labels: list[torch.Tensor] = []
     probs: list[torch.Tensor | None] = []
     with evaluating(model):
@@ -108,9 +106,7 @@ def predict(
             inputs = []
             for image in chunk:
                 with errors_naming([image]):  # an error names the batch item (index, path)
-                    pixels = image.pixels.to(target, non_blocking=True)
-                    resized = resize_like_cv2(pixels, keep_ratio_size(*image.size, pre.resize))
-                    inputs.append(normalize(resized, pre.mean, pre.std)[None])
+                    inputs.append(preprocess(image.pixels.to(target, non_blocking=True), config.preprocessing)[None])
             with errors_naming(chunk):
                 chunk_labels = plan.labels(model, target, inputs, [image.size for image in chunk], probabilities)
             for image_labels, image_probs in chunk_labels:
@@ -283,7 +279,7 @@ def _check_scales(scales: Sequence[float]) -> list[float]:
 
 def _check_batch_size(batch_size: int | None) -> int:
     if batch_size is None:
-        return DEFAULT_BATCH_SIZE
+        return BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     return int(batch_size)

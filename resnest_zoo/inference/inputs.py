@@ -1,22 +1,26 @@
 """What to segment: files, folders, glob patterns and lists of paths, expanded into one deterministic work list.
 
-Each :class:`InputFile` carries the name its outputs get (relative to the output folder, without suffix), so that
-the outputs keep the inputs' folder structure:
+Each :class:`InputFile` carries the name its outputs get: a relative path without suffix, never holding ``..``, so
+every output lands inside the output folder, and the outputs keep the inputs' folder structure:
 
 * a file: its own name (``photos/a.jpg`` -> ``a``);
-* a folder: every image below it (recursively, the usual image extensions in any case), sorted, named by its
-  path inside the folder (``photos/`` -> ``2024/a``);
-* a glob pattern (``'photos/**/*.jpg'``, expanded here so a million names need no shell): the matching image
-  files, sorted, named by their path below the pattern's fixed leading folder;
-* a list file (``--list FILE``): one path per line (blank lines and lines starting with ``#`` skipped, relative
-  paths are relative to the list's folder), in the list's order, named by their path below the folder the listed
-  files have in common.
+* a folder: every image below it (recursively, following symbolic links to folders, each folder once; the usual
+  image suffixes in any case), sorted, named by its path inside the folder as given (``photos/`` -> ``2024/a``;
+  a linked folder keeps the link's name);
+* a glob pattern (``'photos/**/*.jpg'``, expanded here so a million names need no shell, with the same folder
+  walk): the matching image files, sorted, named by their path below the pattern's fixed leading folder;
+* a list file (``--list FILE``): one path per line (UTF-8, a byte-order mark allowed; blank lines and lines starting
+  with ``#`` skipped; relative paths are relative to the list's folder), in the list's order, each normalised
+  (``a/../b`` is ``b``) and named by its path below the deepest folder that holds every listed file -- so a list
+  of files below one folder names them as that folder's tree, and files outside the list's folder are named
+  from the folder they share with the rest.
 
 Arguments are taken in the order given; a file reached twice is kept once (the first time). Two inputs whose
 names would collide (``a.jpg`` and ``a.png``) keep their suffix in the name (``a.jpg``, ``a.png``).
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections import Counter
@@ -24,14 +28,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["IMAGE_SUFFIXES", "InputFile", "collect_inputs", "read_list_file", "is_pattern"]
+from ..files import IMAGE_SUFFIXES, walk
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"})
+__all__ = ["InputFile", "collect_inputs", "read_list_file", "is_pattern"]
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """An input ``path`` and the ``name`` of its outputs (relative, without suffix)."""
+    """An input ``path`` and the ``name`` of its outputs (relative, without suffix, never holding ``..``)."""
 
     path: Path
     name: PurePosixPath
@@ -40,10 +44,6 @@ class InputFile:
 def is_pattern(text: str) -> bool:
     """Whether ``text`` holds glob wildcards (``*``, ``?``, ``[``)."""
     return glob.has_magic(text)
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 def _inside(path: Path, folder: Path | None) -> bool:
@@ -57,19 +57,19 @@ def _inside(path: Path, folder: Path | None) -> bool:
 
 
 def read_list_file(list_file: str | os.PathLike[str]) -> list[Path]:
-    """The paths of a list file (see the module docs); ``FileNotFoundError`` when it does not exist."""
+    """The paths of a list file (see the module docs), normalised; ``FileNotFoundError`` when it does not exist."""
     list_path = Path(list_file)
     if not list_path.is_file():
         raise FileNotFoundError(f"list file {str(list_path)!r} does not exist; expected a text file with one image "
                                 f"path per line")
     base = list_path.resolve().parent
     paths = []
-    with open(list_path, encoding="utf-8") as handle:
+    with open(list_path, encoding="utf-8-sig") as handle:  # utf-8-sig: a byte-order mark is not part of a path
         for line in handle:
             line = line.strip()
             if line and not line.startswith("#"):
                 path = Path(line).expanduser()
-                paths.append(path if path.is_absolute() else base / path)
+                paths.append(Path(os.path.normpath(path if path.is_absolute() else base / path)))
     return paths
 
 
@@ -77,14 +77,35 @@ def _named_below(files: Iterable[Path], base: Path) -> list[tuple[Path, PurePosi
     return [(path, PurePosixPath(path.relative_to(base).as_posix())) for path in files]
 
 
-def _pattern_base(pattern: str) -> Path:
+def _split_pattern(pattern: str) -> tuple[Path, tuple[str, ...]]:
+    """The fixed leading folder of a glob pattern, and the names of the rest."""
     parts = Path(pattern).parts
-    fixed = []
-    for part in parts:
-        if is_pattern(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
+    fixed = 0
+    while fixed < len(parts) and not is_pattern(parts[fixed]):
+        fixed += 1
+    rest = parts[fixed:]
+    if ".." in rest:
+        raise ValueError(f"glob pattern {pattern!r}: '..' after a wildcard is not supported; write the folder "
+                         f"without wildcards before it")
+    return (Path(*parts[:fixed]) if fixed else Path(".")), rest
+
+
+def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Whether a relative path's names match a glob pattern's, as :mod:`glob` matches them: ``**`` any number of
+    folders, other names by :func:`fnmatch.fnmatchcase`; a name starting with a dot only by a pattern that does."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        for skipped in range(len(parts) + 1):
+            if _matches(parts[skipped:], rest):
+                return True
+            if skipped < len(parts) and parts[skipped].startswith("."):
+                return False
+        return False
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _matches(parts[1:], rest)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]] = (), *, list_file: str | os.PathLike[str] | None = None,
@@ -92,7 +113,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]] = (), *, list_file: 
     """The work list of ``inputs`` (files, folders, glob patterns) and the paths of ``list_file``; see the module docs.
 
     Files below ``exclude`` (the output folder) are left out of folders and patterns, so that a rerun never
-    segments its own outputs. Paths that do not exist are kept (the run reports them).
+    segments its own outputs. Paths that do not exist are kept (the run reports them), links that point nowhere
+    too. Raises :class:`~resnest_zoo.FolderReadError` for a folder that cannot be listed.
     """
     excluded = Path(exclude).resolve() if exclude is not None else None
     found: list[tuple[Path, PurePosixPath]] = []
@@ -100,12 +122,13 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]] = (), *, list_file: 
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if _is_image(p) and not _inside(p, excluded))
+            images = [p for p in walk(path, endings=IMAGE_SUFFIXES) if not _inside(p, excluded)]
             found += _named_below(images, path)
         elif is_pattern(text) and not path.exists():
-            base = _pattern_base(text)
-            matches = sorted(Path(m) for m in glob.iglob(text, recursive=True))
-            found += _named_below((m for m in matches if _is_image(m) and not _inside(m, excluded)), base)
+            base, rest = _split_pattern(text)
+            candidates = walk(base, endings=IMAGE_SUFFIXES) if base.is_dir() else []
+            found += _named_below([p for p in candidates if _matches(p.relative_to(base).parts, rest)
+                                   and not _inside(p, excluded)], base)
         else:
             found.append((path, PurePosixPath(path.name)))
     if list_file is not None:

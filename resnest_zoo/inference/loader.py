@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -36,45 +35,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from ..config import Preprocessing
 from ..datasets.annotations import LabelMapping, read_label_map
 from ..errors import DatasetError, ImageReadError
-from .preprocess import keep_ratio_size, normalize, parse_image, resize_like_cv2
+from ..options import default_workers
+from .preprocess import preprocess, read_image
 
 __all__ = [
-    "Preprocess",
     "LoadedImage",
     "ImageFiles",
-    "read_image",
     "load_images",
     "release_large_buffers",
     "trim_heap",
-    "default_workers",
     "ShapeBatcher",
     "to_device",
 ]
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """A checkpoint's test-time pipeline, as a small picklable recipe for worker processes: keep-ratio resize to
-    ``resize`` (long side, short side) with OpenCV's bilinear arithmetic, then ``(pixel - mean) / std``."""
-
-    resize: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def of(cls, config) -> Preprocess:
-        """The recipe of a :class:`~resnest_zoo.config.ModelConfig`."""
-        pre = config.preprocessing
-        return cls(tuple(pre.resize), tuple(pre.mean), tuple(pre.std))
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """RGB ``uint8`` ``(3, H, W)`` -> normalised float32 ``(3, h, w)`` at the resized size."""
-        resized = resize_like_cv2(pixels, keep_ratio_size(int(pixels.shape[1]), int(pixels.shape[2]), self.resize))
-        return normalize(resized, self.mean, self.std)
 
 
 @dataclass
@@ -104,63 +81,24 @@ class LoadedImage:
         return replace(self, **pinned)
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int | None) -> np.ndarray:
-    """An image file as RGB ``uint8`` ``(H, W, 3)``, EXIF orientation applied (as :func:`.preprocess.parse_image`
-    reads files), or :class:`ImageReadError` with the reason: missing, a folder, empty, unreadable, not an image,
-    truncated, or more than ``max_pixels`` pixels (a decompression bomb; ``None``: no limit)."""
-    name = os.fspath(path)
-    try:
-        size = os.stat(name).st_size
-    except FileNotFoundError:
-        raise ImageReadError(name, "file does not exist") from None
-    except OSError as exc:
-        raise ImageReadError(name, f"cannot be read ({exc.strerror or exc})") from None
-    if os.path.isdir(name):
-        raise ImageReadError(name, "is a folder, not an image file")
-    if size == 0:
-        raise ImageReadError(name, "empty file (0 bytes)")
-    width = height = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as opened:
-                width, height = opened.size
-                if max_pixels is not None and width * height > max_pixels:
-                    raise Image.DecompressionBombError(f"{width * height} pixels")
-                opened.load()
-                pixels = parse_image(ImageOps.exif_transpose(opened)).pixels
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
-        found = f"{width}x{height} = {width * height:,} pixels" if width is not None else str(exc)
-        raise ImageReadError(name, f"decompression bomb: {found}, more than Pillow's MAX_IMAGE_PIXELS ({limit:,}); "
-                                   f"raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None
-    except PermissionError as exc:
-        raise ImageReadError(name, f"cannot be read ({exc.strerror})") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(name, "not an image (Pillow cannot identify the format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(name, f"truncated or corrupt image ({exc})") from None
-    return pixels.permute(1, 2, 0).numpy()
-
-
 class ImageFiles(torch.utils.data.Dataset):
     """The files of a work list as :class:`LoadedImage` s (see the module docs); picklable for worker processes.
 
     Args:
         paths: image files, in the order of the work.
-        preprocess: the model's test pipeline (:meth:`Preprocess.of` ``model.config``).
+        preprocessing: the model's test-time pipeline (``model.config.preprocessing``).
         annotations: for evaluation, each image's annotation file and the :class:`LabelMapping` of its values.
         keep_image: also return the decoded pixels (for overlays and :class:`~resnest_zoo.Prediction`).
         max_pixels: refuse images with more pixels (default: Pillow's ``MAX_IMAGE_PIXELS`` when made).
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], preprocess: Preprocess, *,
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], preprocessing: Preprocessing, *,
                  annotations: Sequence[tuple[Path, LabelMapping]] | None = None, keep_image: bool = False,
                  max_pixels: int | None = -1) -> None:
         if annotations is not None and len(annotations) != len(paths):
             raise ValueError(f"{len(paths)} images but {len(annotations)} annotations")
         self.paths = [os.fspath(path) for path in paths]
-        self.preprocess = preprocess
+        self.preprocessing = preprocessing
         self.annotations = annotations
         self.keep_image = keep_image
         self.max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels == -1 else max_pixels
@@ -191,7 +129,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 return item
             item.label = torch.from_numpy(label)
         chw = torch.from_numpy(pixels).permute(2, 0, 1)
-        item.tensor = self.preprocess(chw)
+        item.tensor = preprocess(chw, self.preprocessing)
         if self.keep_image:
             item.image = torch.from_numpy(pixels)
         return item
@@ -238,16 +176,6 @@ def _trimming(items: Iterator[LoadedImage]) -> Iterator[LoadedImage]:
     for item in items:
         yield item
         trim_heap()
-
-
-def default_workers(local_processes: int = 1) -> int:
-    """Worker processes per process of the run: half of this node's CPUs shared among its processes (the other
-    half computes), at least 1 and at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus // max(1, local_processes) // 2))
 
 
 def load_images(files: ImageFiles, order: Iterable[int] | None = None, *, workers: int = 0, pin_memory: bool = False,

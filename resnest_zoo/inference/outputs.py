@@ -2,7 +2,7 @@
 
 * Names: an input named ``sub/a`` (see :mod:`.inputs`) gets ``OUT/sub/a.png`` (or ``a.npy``) and, with an
   overlay, ``OUT/sub/a_overlay.png`` (:func:`output_paths`).
-* Formats (:data:`OUTPUT_FORMATS`): ``png``, an indexed PNG whose pixel values are the class ids and whose palette
+* Formats (:data:`resnest_zoo.options.MASK_FORMATS`): ``png``, an indexed PNG whose pixel values are the class ids and whose palette
   is the dataset's; ``cityscapes-ids``, the official Cityscapes label ids as the reference's ``formatresults``
   writes them for the evaluation server (same pixels, palette and names); ``npy``, the class ids as a NumPy array.
 * Every PNG written carries the text chunk :data:`MARK` (``mask by fcn/voc``), which is how a later run knows a
@@ -11,27 +11,27 @@
   refuses a run that would write over one of its inputs, write one file for two inputs, or replace a file it did
   not write (unless ``overwrite``); an input whose outputs all exist (and are its own) is done and skipped, so a
   rerun resumes. ``.npy`` files carry no mark: an existing one counts as done.
-* :func:`write_atomically` writes under a temporary name in the same folder, then renames.
+* Every file is written under a temporary name in its folder and renamed into place
+  (:func:`resnest_zoo.files.atomic_write`), so no half-written file ever has a final name.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import OutputConflictError, OutputWriteError
+from ..files import atomic_write, check_output
+from ..options import MASK_FORMATS
 from .inputs import InputFile
 
 if TYPE_CHECKING:
     from .prediction import Prediction
 
-__all__ = ["OUTPUT_FORMATS", "MARK", "PlannedInput", "output_paths", "written_by_predict", "plan_outputs",
-           "check_output_folder", "write_atomically", "write_outputs"]
-
-OUTPUT_FORMATS = ("png", "cityscapes-ids", "npy")
+__all__ = ["MARK", "PlannedInput", "output_paths", "written_by_predict", "plan_outputs", "check_output_folder",
+           "write_outputs"]
 
 MARK = "resnest-zoo"
 """Keyword of the PNG text chunk in every mask and overlay batch prediction writes; its value says what the file
@@ -76,18 +76,7 @@ def _ours(path: Path) -> bool:
 def check_output_folder(output: Path) -> None:
     """:class:`OutputWriteError` unless ``output`` exists or can be created, and takes a new file; nothing is left
     behind (the folder is not created here)."""
-    existing = output
-    while not existing.exists() and existing != existing.parent:  # the folder, or the first one to create it in
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputWriteError(f"cannot write masks into {output}: {existing} is a file, not a folder; choose "
-                               f"another output folder with -o")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise OutputWriteError(f"cannot write masks into {output}: {existing} is not writable "
-                               f"({exc.strerror or exc}); choose another output folder with -o") from None
+    check_output(output, folder=True, what="masks", hint="choose another output folder with -o")
 
 
 def plan_outputs(work: Sequence[InputFile], output: Path, fmt: str, overlay: bool, overwrite: bool, *,
@@ -95,8 +84,9 @@ def plan_outputs(work: Sequence[InputFile], output: Path, fmt: str, overlay: boo
     """What each input of ``work`` writes and whether it is done (see the module docs); refusals raise
     :class:`OutputConflictError` before any work. ``inputs`` is the whole run's work list (default ``work``):
     no output may land on any of them."""
-    if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+    if fmt not in MASK_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(MASK_FORMATS)}, got {fmt!r}")
+    root = output.resolve()
     protected = {item.path.resolve(): item.path for item in (work if inputs is None else inputs)}
     planned: dict[Path, Path] = {}
     foreign: list[Path] = []
@@ -105,6 +95,10 @@ def plan_outputs(work: Sequence[InputFile], output: Path, fmt: str, overlay: boo
         files = output_paths(output, item.name, fmt, overlay)
         for file in files:
             resolved = file.resolve()
+            if not resolved.is_relative_to(root):  # a link inside the output folder that leads out of it
+                raise OutputConflictError(f"{file} would be written outside the output folder {output} (it leads to "
+                                          f"{resolved} through a symbolic link): outputs never leave -o; remove the "
+                                          f"link or choose another output folder")
             if resolved in protected:
                 raise OutputConflictError(f"{file} would be written over the input image {protected[resolved]}: "
                                           f"inputs are never written; choose an output folder (-o) that holds no input")
@@ -122,23 +116,6 @@ def plan_outputs(work: Sequence[InputFile], output: Path, fmt: str, overlay: boo
                                   f"predict: {shown}; pass --overwrite to replace them, or choose another output "
                                   f"folder (-o)")
     return result
-
-
-def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """``write`` into ``.TARGET.partial`` beside ``target``, then rename it to ``target`` (atomic on POSIX); the
-    temporary file is removed when writing fails. One process writes a given target, so the name is fixed: a file
-    left by a killed run is overwritten by the next."""
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            write(handle)
-        os.replace(partial, target)
-    except BaseException:
-        try:
-            partial.unlink()
-        except OSError:
-            pass
-        raise
 
 
 def _png(image, made_by: str) -> Callable[[IO[bytes]], None]:
@@ -181,8 +158,8 @@ def write_outputs(prediction: Prediction, outputs: Sequence[Path], fmt: str, alp
     for target, encode in reversed(list(zip(outputs, encoders))):
         if overwrite or not target.exists():
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write_atomically(target, encode)
+                with atomic_write(target, unique=False) as temporary, open(temporary, "wb") as handle:
+                    encode(handle)
             except OSError as exc:
                 raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}; the run stopped, and every "
                                        f"output written so far is complete and kept") from None

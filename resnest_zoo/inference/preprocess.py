@@ -10,15 +10,17 @@ Three steps, each matching the reference (sssegmentation) test pipeline ``Resize
    arithmetic (11-bit fixed-point weights, OpenCV's rounding), without depending on OpenCV at runtime.
 3. :func:`normalize` subtracts the mean and divides by the standard deviation (RGB order) in float32.
 
+:func:`preprocess` is steps 2 and 3 for a model's :class:`~resnest_zoo.config.Preprocessing`: the one description of
+the test-time pipeline that ``predict``, the input pipeline of evaluation and batch prediction, and the runtime
+files' metadata all read.
+
 Accepted images (all become 8-bit RGB, because the checkpoints were trained and evaluated on 8-bit RGB):
 
 * ``str`` / ``os.PathLike``: an image file, decoded by Pillow; the EXIF orientation is applied (as OpenCV's
-  ``imread`` does). 16-bit greyscale files keep their high byte (as ``imread`` does for 16-bit PNGs), also with
-  a Pillow older than 10.3, which opens 16-bit greyscale PNGs as 32-bit mode ``I``.
+  ``imread`` does). 16-bit greyscale files keep their high byte (as ``imread`` does for 16-bit PNGs).
 * ``PIL.Image.Image`` of any mode: converted to RGB. The alpha channel of ``RGBA``/``LA``/``PA`` images (and
   the transparency of ``P`` images) is **discarded, not composited** -- what ``cv2.imread`` gives for such files.
-  ``I;16`` images, and mode ``I`` images opened from a (16-bit) PNG file, keep their high byte; other ``I`` and
-  ``F`` images are converted by Pillow (values clipped to 0-255).
+  ``I;16`` images keep their high byte; ``I`` and ``F`` images are converted by Pillow (values clipped to 0-255).
 * ``numpy.ndarray``: ``H x W`` (greyscale), ``H x W x 1``, ``H x W x 3`` (RGB) or ``H x W x 4`` (RGBA, alpha
   discarded); ``uint8`` (0-255) or floating point in ``[0, 1]`` (multiplied by 255 and rounded to 8 bits).
 * ``torch.Tensor``: ``H x W``, ``C x H x W`` or ``H x W x C`` with C in 1, 3, 4 (a 3-D tensor is read as CHW when
@@ -32,6 +34,7 @@ A picture so thin that the keep-ratio resize would round one side to 0 pixels (`
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -42,12 +45,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import Preprocessing
+from ..errors import ImageReadError
+
 __all__ = [
     "ImageInput",
     "ParsedImage",
     "ACCEPTED_INPUTS",
     "as_image_batch",
     "parse_image",
+    "read_image",
+    "preprocess",
     "errors_naming",
     "keep_ratio_size",
     "resize_like_cv2",
@@ -170,9 +178,12 @@ def as_image_batch(images: Any) -> tuple[list[ParsedImage], bool]:
 def parse_image(image: Any) -> ParsedImage:
     """One image (path, PIL image, numpy array or tensor) as RGB ``uint8`` ``(3, H, W)``; see the module docs."""
     if isinstance(image, (str, os.PathLike)):
-        return _from_numpy(_read_file(Path(image)), "image file")
+        path = Path(image)
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+        return _from_numpy(read_image(path, Image.MAX_IMAGE_PIXELS), "image file")
     if isinstance(image, Image.Image):
-        return _from_numpy(_pil_to_numpy(image, sixteen_bit=_is_16_bit_png(image)), "PIL image")
+        return _from_numpy(_pil_to_numpy(image), "PIL image")
     if isinstance(image, np.ndarray):
         return _from_numpy(image, "numpy array")
     if isinstance(image, torch.Tensor):
@@ -180,31 +191,53 @@ def parse_image(image: Any) -> ParsedImage:
     raise TypeError(f"cannot read an image from a {_describe(image)}; expected {ACCEPTED_INPUTS}")
 
 
-def _read_file(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory, expected an image file")
+def read_image(path: str | os.PathLike[str], max_pixels: int | None) -> np.ndarray:
+    """An image file as RGB ``uint8`` ``(H, W, 3)``, EXIF orientation applied, or
+    :class:`~resnest_zoo.ImageReadError` with the reason: missing (a dangling link says where it points), a folder,
+    empty, unreadable, not an image, truncated, or more than ``max_pixels`` pixels (a decompression bomb; ``None``:
+    no limit). The one way files are read, by ``predict`` and by the worker processes of the input pipeline."""
+    name = os.fspath(path)
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            sixteen_bit = _is_16_bit_png(opened)
-            image = ImageOps.exif_transpose(opened)
-            return _pil_to_numpy(image, sixteen_bit=sixteen_bit)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{str(path)!r} is not an image file Pillow can read ({exc}); "
-                         f"expected a PNG, JPEG, BMP, TIFF, WebP ... picture") from None
+        size = os.stat(name).st_size
+    except FileNotFoundError:
+        if os.path.islink(name):
+            raise ImageReadError(name, f"file does not exist (a symbolic link to {os.readlink(name)!r}, which is "
+                                       f"not there)") from None
+        raise ImageReadError(name, "file does not exist") from None
+    except OSError as exc:
+        raise ImageReadError(name, f"cannot be read ({exc.strerror or exc})") from None
+    if os.path.isdir(name):
+        raise ImageReadError(name, "is a folder, not an image file")
+    if size == 0:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    width = height = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(name) as opened:
+                width, height = opened.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise Image.DecompressionBombError(f"{width * height} pixels")
+                opened.load()
+                pixels = _pil_to_numpy(ImageOps.exif_transpose(opened))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+        found = f"{width}x{height} = {width * height:,} pixels" if width is not None else str(exc)
+        raise ImageReadError(name, f"decompression bomb: {found}, more than Pillow's MAX_IMAGE_PIXELS ({limit:,}); "
+                                   f"raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None
+    except PermissionError as exc:
+        raise ImageReadError(name, f"cannot be read ({exc.strerror})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(name, "not an image (Pillow cannot identify the format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(name, f"truncated or corrupt image ({exc})") from None
+    return pixels
 
 
-def _is_16_bit_png(image: Image.Image) -> bool:
-    """A 16-bit greyscale PNG opened by Pillow before 10.3, as mode ``I`` (the only PNG that opens as ``I``)."""
-    return image.mode == "I" and getattr(image, "format", None) == "PNG"
-
-
-def _pil_to_numpy(image: Image.Image, *, sixteen_bit: bool = False) -> np.ndarray:
-    """RGB uint8 ``H x W x 3``; alpha and transparency are discarded (see the module docs). ``sixteen_bit``:
-    a mode ``I`` image that holds 16-bit data (0-65535) and keeps its high byte, as ``I;16`` images do."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N") or (sixteen_bit and image.mode == "I"):
+def _pil_to_numpy(image: Image.Image) -> np.ndarray:
+    """RGB uint8 ``H x W x 3``; alpha and transparency are discarded, 16-bit grey keeps its high byte (see the
+    module docs)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode == "RGBA":
@@ -365,3 +398,11 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     mean_t = mean_t.to(image.device).view(shape)
     scale_t = scale_t.to(image.device).view(shape)
     return (image.to(torch.float32) - mean_t) * scale_t
+
+
+def preprocess(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """A checkpoint's test-time pipeline on one picture: RGB ``uint8`` ``(3, H, W)`` -> normalised float32
+    ``(3, h, w)`` at the keep-ratio resized size (:func:`keep_ratio_size`, :func:`resize_like_cv2`,
+    :func:`normalize`), on the picture's device."""
+    size = keep_ratio_size(int(pixels.shape[1]), int(pixels.shape[2]), preprocessing.resize)
+    return normalize(resize_like_cv2(pixels, size), preprocessing.mean, preprocessing.std)

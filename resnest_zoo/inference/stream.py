@@ -19,14 +19,15 @@ import torch
 from ..errors import ImageReadError
 from .engine import InferencePlan, evaluating, plan_inference
 from .inputs import collect_inputs
-from .loader import ImageFiles, LoadedImage, Preprocess, ShapeBatcher, default_workers, load_images, to_device
+from ..options import default_workers
+from .loader import ImageFiles, LoadedImage, ShapeBatcher, load_images, to_device
 from .prediction import Prediction
 
-__all__ = ["segment_loaded", "labels_to_host", "predict_stream", "resolve_workers"]
+__all__ = ["segment_loaded", "predictions_of", "predict_stream", "resolve_workers"]
 
 
 def resolve_workers(workers: int | None, local_processes: int = 1) -> int:
-    """``workers`` checked, or the default for this node (:func:`~.loader.default_workers`)."""
+    """``workers`` checked, or the default for this node (:func:`resnest_zoo.options.default_workers`)."""
     if workers is None:
         return default_workers(local_processes)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -61,17 +62,24 @@ def segment_loaded(model: torch.nn.Module, plan: InferencePlan, device: torch.de
         yield run(batch)
 
 
-def labels_to_host(labels: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Label maps as numpy arrays, read back from the device in one transfer."""
-    if not labels:
-        return []
-    flat = torch.cat([item.reshape(-1) for item in labels]).cpu().numpy()
-    arrays, offset = [], 0
-    for item in labels:
-        count = item.numel()
-        arrays.append(flat[offset:offset + count].reshape(tuple(item.shape)))
-        offset += count
-    return arrays
+def predictions_of(batch: Sequence[LoadedImage], labels: Sequence[torch.Tensor | None],
+                   config: Any) -> list[Prediction | None]:
+    """A batch of :func:`segment_loaded` as :class:`~resnest_zoo.Prediction` s (None for an image that could not be
+    read), the label maps read back from the device in one transfer; the pictures are kept when they were loaded."""
+    readable = [label for label in labels if label is not None]
+    flat = torch.cat([label.reshape(-1) for label in readable]).cpu().numpy() if readable else None
+    palette = np.asarray(config.palette, dtype=np.uint8)
+    results: list[Prediction | None] = []
+    offset = 0
+    for item, label in zip(batch, labels):
+        if label is None:
+            results.append(None)
+            continue
+        host = flat[offset:offset + label.numel()].reshape(tuple(label.shape))
+        offset += label.numel()
+        image = item.image.numpy() if item.image is not None else None
+        results.append(Prediction(host, config.class_names, palette, image=image))
+    return results
 
 
 def predict_stream(
@@ -112,19 +120,14 @@ def predict_stream(
 
 def _ordered(model: torch.nn.Module, plan: InferencePlan, device: torch.device, paths: list[Any], *, workers: int,
              keep_image: bool) -> Iterator[Prediction]:
-    files = ImageFiles(paths, Preprocess.of(plan.config), keep_image=keep_image)
+    files = ImageFiles(paths, plan.config.preprocessing, keep_image=keep_image)
     loaded = load_images(files, workers=workers, pin_memory=device.type == "cuda")
-    palette = np.asarray(plan.config.palette, dtype=np.uint8)
     waiting: dict[int, Prediction | ImageReadError] = {}
     position = 0
     for batch, labels in segment_loaded(model, plan, device, loaded):
-        readable = [(item, label) for item, label in zip(batch, labels) if label is not None]
-        for (item, _), host in zip(readable, labels_to_host([label for _, label in readable])):
-            image = item.image.numpy() if item.image is not None else None
-            waiting[item.index] = Prediction(host, plan.config.class_names, palette, image=image)
-        for item, label in zip(batch, labels):
-            if label is None:
-                waiting[item.index] = ImageReadError(item.error_path or item.path, item.error or "unreadable")
+        for item, prediction in zip(batch, predictions_of(batch, labels, plan.config)):
+            waiting[item.index] = prediction if prediction is not None else \
+                ImageReadError(item.error_path or item.path, item.error or "unreadable")
         while position in waiting:
             result = waiting.pop(position)
             position += 1

@@ -9,11 +9,10 @@ are those of the published checkpoints, so ``state_dict()`` keys are the file fo
 """
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +32,13 @@ from .heads import (
 
 from ..catalogue import CheckpointEntry
 from ..config import ModelConfig
+from ..deploy.runtime import with_backend
+from ..inference.engine import predict
+from ..inference.prediction import Prediction
+from ..inference.stream import predict_stream
+from .optimize import fold_batchnorms
 
-if TYPE_CHECKING:
-    from ..inference.prediction import Prediction
-
-__all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES", "check_buildable",
+__all__ = ["Segmentor", "FCN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "build_segmentor", "SEGMENTOR_CLASSES",
            "TrainingOutput", "FREEZE_OPTIONS", "freeze_parts"]
 
 FREEZE_OPTIONS = ("backbone", "batchnorm")
@@ -137,22 +138,14 @@ class Segmentor(nn.Module):
 
         ``images`` is one image (file path, PIL image, numpy array, tensor) or a list of them; the options
         (``device``, ``dtype``, ``mode``, ``scales``, ``flip`` ...) are those of
-        :func:`resnest_zoo.inference.engine.predict`, which this delegates to. The network itself knows nothing
-        of images: the pipeline is imported here, at the first call, so that it never imports this module back.
+        :func:`resnest_zoo.inference.engine.predict`, which runs it.
 
         ``backend``: who runs the network, ``"torch"`` (this module; also ``None``), ``"onnxruntime"`` or
         ``"openvino"`` (on the CPU: this model exported in memory the first time and kept until its weights
-        change, see :mod:`resnest_zoo.inference.backends`); the pipeline around it is the same.
+        change, see :mod:`resnest_zoo.deploy.runtime`); the pipeline around it is the same.
         """
-        if backend is not None:
-            from ..inference.backends import with_backend  # the runtimes are imported only when asked for
-
-            network = with_backend(self, backend)
-            if network is not self:
-                return network.predict(images, **options)
-        from ..inference.engine import predict
-
-        return predict(self, images, **options)
+        network = self if backend is None else with_backend(self, backend)
+        return predict(network, images, **options)
 
     def predict_stream(self, images: Any, **options: Any) -> Iterator[Prediction]:
         """Segment many image files as a stream: one :class:`~resnest_zoo.Prediction` per file, in input order,
@@ -160,11 +153,14 @@ class Segmentor(nn.Module):
 
         ``images`` is a file, folder or glob pattern, or an iterable of them; the options (``batch_size``,
         ``workers``, ``device``, ``dtype`` ...) are those of :func:`resnest_zoo.inference.stream.predict_stream`,
-        which this delegates to (imported at the first call, as for :meth:`predict`).
+        which runs it.
         """
-        from ..inference.stream import predict_stream
-
         return predict_stream(self, images, **options)
+
+    def fold_batchnorms(self) -> int:
+        """Fold every BatchNorm into the convolution before it, in place (eval mode only); how many were folded.
+        See :func:`resnest_zoo.optimize_for_inference`, which calls this; the export of a network asks for it."""
+        return fold_batchnorms(self)
 
     def auxiliary_head_shapes(self) -> dict[str, torch.Size]:
         """State-dict shapes of the auxiliary head this model's checkpoints carry (whether built or not)."""
@@ -219,13 +215,13 @@ class Segmentor(nn.Module):
     def save_pretrained(self, save_directory: str | os.PathLike[str], **options: Any) -> Path:
         """Save as a Hugging Face style folder (``model.safetensors``, ``config.json``, ``README.md``) that
         :func:`resnest_zoo.from_pretrained` loads; see :func:`resnest_zoo.hub.save.save_pretrained`."""
-        from ..hub.save import save_pretrained
+        from ..hub.save import save_pretrained  # imports huggingface_hub: only when saving
 
         return save_pretrained(self, save_directory, **options)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Save and upload to a Hugging Face Hub repository; see :func:`resnest_zoo.hub.save.push_to_hub`."""
-        from ..hub.save import push_to_hub
+        from ..hub.save import push_to_hub  # imports huggingface_hub: only when sharing
 
         return push_to_hub(self, repo_id, **options)
 
@@ -303,22 +299,6 @@ class DeepLabV3Plus(Segmentor):
 SEGMENTOR_CLASSES: dict[str, type[Segmentor]] = {
     "fcn": FCN, "pspnet": PSPNet, "deeplabv3": DeepLabV3, "deeplabv3plus": DeepLabV3Plus,
 }
-
-
-def check_buildable(config: ModelConfig) -> None:
-    """Raise :class:`~resnest_zoo.ConfigFormatError` unless ``config`` names a segmentor built here, with head and
-    auxiliary-head arguments its constructors take (a saved model's ``config.json`` is checked so before building)."""
-    from ..errors import ConfigFormatError
-
-    if config.segmentor not in SEGMENTOR_CLASSES:
-        raise ConfigFormatError(f"model.segmentor is {config.segmentor!r}, expected one of {sorted(SEGMENTOR_CLASSES)}")
-    for what, constructor, values in (("head", SEGMENTOR_CLASSES[config.segmentor], config.head),
-                                      ("auxiliary_head", AuxiliaryFCNHead, config.auxiliary_head)):
-        accepted = set(inspect.signature(constructor).parameters) - {"num_classes", "backbone", "auxiliary_head"}
-        unknown = sorted(set(values.kwargs()) - accepted)
-        if unknown:
-            raise ConfigFormatError(f"model.{what} has argument(s) {unknown} that {constructor.__name__} does not take "
-                                    f"(it takes {sorted(accepted)})")
 
 
 def build_segmentor(source: ModelConfig | CheckpointEntry, *, auxiliary_head: bool = False) -> Segmentor:

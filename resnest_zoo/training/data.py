@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +28,17 @@ import torch.nn.functional as F
 from ..catalogue import resolve_dataset
 from ..config import Preprocessing
 from ..datasets import READERS
+from ..files import IMAGE_SUFFIXES, walk
 from ..datasets.annotations import REFERENCE_IGNORE, LabelMapping, Sample, check_pairs, check_sizes, read_label_map
 from ..inference.preprocess import keep_ratio_size, normalize, parse_image, resize_like_cv2
 from .recipe import IGNORE_INDEX
 
-__all__ = ["SegmentationFolder", "TrainingTransform", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["SegmentationFolder", "TrainingTransform"]
 
 
-def _by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in files}
+def _by_stem(folder: Path, suffixes: Collection[str]) -> dict[str, Path]:
+    """The files below ``folder`` (:func:`resnest_zoo.files.walk`) with one of ``suffixes``, by relative name."""
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in walk(folder, endings=suffixes)}
 
 
 def class_id_mapping(num_classes: int) -> LabelMapping:

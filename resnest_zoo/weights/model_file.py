@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 
 from ..catalogue import CheckpointEntry
+from ..devices import precision_name
+from ..options import PRECISIONS
 from . import cache
 from .checkpoint import read_state_dict
 
@@ -33,7 +35,6 @@ __all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "tens
            "keep_fast_copy"]
 
 MODEL_FILE_FORMAT = "model/1"
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -58,8 +59,8 @@ def write_model_file(
     """Write ``state_dict`` as safetensors at ``path`` (atomically), floating tensors cast to ``dtype``."""
     from safetensors.torch import save_file
 
-    if dtype not in _DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPE_NAMES.values())}, got {dtype}")
+    if precision_name(dtype) not in PRECISIONS:
+        raise ValueError(f"dtype must be one of torch.{', torch.'.join(PRECISIONS)}, got {dtype}")
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for key, tensor in state_dict.items():
@@ -81,7 +82,7 @@ def write_model_file(
         "segmentor": entry.segmentor,
         "dataset": entry.dataset,
         "num_classes": str(entry.num_classes),
-        "dtype": _DTYPE_NAMES[dtype],
+        "dtype": precision_name(dtype),
     }
     with cache.atomic_write(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)

@@ -6,7 +6,8 @@ cached file if it verifies, and otherwise asks each source (:mod:`.sources`) in 
 
 1. size, then sha256 of the bytes received, against :meth:`Job.expected`: the pin, else the publisher's digest
    (GitHub release API, :mod:`.release`), else the record of the first download;
-2. structure: the file reads safely as a checkpoint whose tensors fit the entry (:func:`check_fits`);
+2. structure: the file reads safely as a checkpoint whose tensors pass the job's check (:data:`Check`: they fit
+   the model);
 3. the very file whose bytes were hashed is renamed into place -- unless another process placed the file
    meanwhile: then ours is discarded and theirs used once its digest is checked;
 4. only then is the digest recorded.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -37,7 +39,7 @@ from ..errors import (
     UnsafeCheckpointError,
 )
 from . import cache, release
-from .checkpoint import check_fits, read_state_dict
+from .checkpoint import read_state_dict
 from .integrity import Expected, FileDigest, mismatch, read_record, sha256_file, warn_first_use, write_record
 from .model_file import read_model_metadata
 from .transfer import Received, TransferError
@@ -45,7 +47,12 @@ from .transfer import Received, TransferError
 if TYPE_CHECKING:
     from .settings import SourceSettings
 
-__all__ = ["Source", "Job", "obtain"]
+__all__ = ["Check", "Source", "Job", "obtain"]
+
+Check = Callable[[Mapping[str, torch.Tensor], str], None]
+"""What a file's tensors must pass before the file is trusted: ``check(state_dict, name)`` raises
+:class:`~resnest_zoo.CheckpointMismatchError` (or another checkpoint error) when they do not fit the model; the
+models supply it (:func:`resnest_zoo.models.strict.fits`), this layer only calls it."""
 
 _CONTENT_ERRORS = (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError)
 
@@ -63,8 +70,9 @@ class Source(Protocol):
 class Job:
     """One file to obtain: where it goes, what it must be, and what was learnt about it on the way.
 
-    ``entry`` is the catalogue entry (its tensors must fit it); without one (a ``weights=`` URL) the file must
-    only read safely as a checkpoint. ``state_dict`` holds the tensors of the file this job checked, if any.
+    ``entry`` is the catalogue entry, if any; ``check`` what the file's tensors must pass (see :data:`Check`;
+    without it the file must only read safely as a checkpoint). ``state_dict`` holds the tensors of the file this
+    job checked, if any.
     """
 
     target: Path
@@ -76,6 +84,7 @@ class Job:
     pin_from: str = "the catalogue's pin"
     size: int | None = None
     entry: CheckpointEntry | None = None
+    check: Check | None = None
     force: bool = False
     publisher: release.Published | None = None
     publisher_problem: str | None = None
@@ -120,10 +129,10 @@ class Job:
             warn_first_use(self.target.name, sha256, url=by_url, reason=reason)
 
     def validate(self, path: Path, name: str) -> dict[str, torch.Tensor]:
-        """The tensors of ``path`` if it reads safely as a checkpoint and, for a catalogue entry, fits its model."""
+        """The tensors of ``path`` if it reads safely as a checkpoint and passes :attr:`check`."""
         state_dict = read_state_dict(path, source=name)
-        if self.entry is not None:
-            check_fits(self.entry, state_dict, name)
+        if self.check is not None:
+            self.check(state_dict, name)
         return state_dict
 
     def discard(self, path: Path | None, sha256: str) -> list[Path]:

@@ -22,47 +22,43 @@ in. Environment variables are owned by :mod:`resnest_zoo.environment`.
 """
 from __future__ import annotations
 
-import inspect
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import environment
-from ..catalogue import CheckpointEntry, get_entry
-from ..errors import CheckpointFormatError, IntegrityError
+from ..catalogue import CheckpointEntry
+from ..errors import (
+    CheckpointFormatError,
+    CheckpointNotAvailableError,
+    IntegrityError,
+    PretrainedNotFoundError,
+    ResNeStZooError,
+)
+from ..formats.saved_model import CONFIG_NAME
+from ..progress import interactive
 from . import cache
-from .cache import cached_files, clear_cache, resolve_cache_dir
+from .cache import resolve_cache_dir
 from .checkpoint import read_state_dict
 from .integrity import FileDigest, check_digest, normalise_sha256, sha256_file, verify, write_record
 from .model_file import keep_fast_copy, read_fast_copy
-from .obtain import Job, Source, obtain
+from .obtain import Check, Job, Source, obtain
+from ..naming import HUB_PREFIX
+from .saved import hub_file, hub_label, read_saved
 from .settings import SourceSettings
 from .transfer import TransferError, copy_file, fetch_url
 
 __all__ = [
-    "SourceSettings",
+    "Resolved",
+    "resolve",
     "checkpoint_state_dict",
-    "expected_digest",
-    "hub_file",
-    "HubFileMissing",
-    "download",
     "download_entry",
     "download_url",
-    "verify",
-    "cached_files",
-    "clear_cache",
+    "is_url",
 ]
-
-
-def default_progress() -> bool:
-    """Progress bars by default only in a terminal or a notebook."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def is_url(text: str) -> bool:
@@ -112,50 +108,6 @@ class _FolderSource:
         return job.accept(received, self.name)
 
 
-class HubFileMissing(TransferError):
-    """The Hub answered that the repository, the revision or the file does not exist (or is private)."""
-
-
-def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
-             token: str | None = None, progress: bool = False) -> Path:
-    """One file of a Hugging Face Hub repository, through huggingface_hub's cache (offline: from it alone).
-
-    Raises :class:`HubFileMissing` when the Hub says there is no such file (HTTP 401/403/404, or its own
-    not-found errors), and :class:`~resnest_zoo.weights.transfer.TransferError` when it cannot be asked (network,
-    offline mode and not cached).
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    from .. import __version__
-
-    options: dict[str, object] = {"cache_dir": settings.hf_cache_dir, "endpoint": settings.hf_endpoint,
-                                  "local_files_only": settings.offline, "revision": revision, "token": token,
-                                  "library_name": "resnest_zoo", "library_version": __version__}
-    if not progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface_hub>=0.25
-        options["tqdm_class"] = _SilentTqdm
-    try:
-        return Path(hf_hub_download(repo_id, filename, **options))  # type: ignore[arg-type]
-    except LocalEntryNotFoundError as exc:  # offline, unreachable, or a server without the Hub's error headers
-        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
-        if status in (401, 403, 404):
-            raise HubFileMissing(f"HTTP {status}") from None
-        if settings.offline:
-            raise TransferError(f"not in the Hugging Face cache ({settings.offline_reason})") from None
-        raise TransferError("the Hub cannot be reached, and the file is not in the Hugging Face cache") from None
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise HubFileMissing(type(exc).__name__) from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise TransferError(f"{type(exc).__name__}: {detail}") from None
-
-
 @dataclass(frozen=True)
 class _HubSource:
     """The entry's Hub repository: a saved-model folder (``config.json`` and ``model.safetensors``, as ``resnest-zoo
@@ -176,51 +128,36 @@ class _HubSource:
         return f"Hugging Face Hub repo {self.repo}"
 
     def fetch(self, job: Job) -> FileDigest:
-        from ..hub.format import CONFIG_NAME
-
         try:
-            config = hub_file(self.repo, CONFIG_NAME, settings=job.settings, progress=job.progress)
-        except TransferError as first:  # no saved-model folder there (or none cached): the published file itself
-            try:
-                published = hub_file(self.repo, job.target.name, settings=job.settings, progress=job.progress)
-            except TransferError as second:
-                if isinstance(first, HubFileMissing):
-                    raise TransferError(f"{job.target.name}: {second.reason}") from None
-                raise TransferError(f"{second.reason} (looked for {CONFIG_NAME} and {job.target.name})") from None
-            return job.accept_kept(published, self.name)
-        return self._saved_model(job, config)
-
-    def _saved_model(self, job: Job, config: Path) -> FileDigest:
-        from ..errors import ConfigFormatError
-        from ..hub.format import WEIGHTS_NAME, parse_record
-
-        try:
-            record = parse_record(config.read_text(encoding="utf-8"), "its config.json")
-        except ConfigFormatError as exc:
-            raise TransferError(str(exc)) from None
-        origin = record.origin
-        if job.entry is None or origin is None or not record.is_catalogue_model or origin.sha256 is None:
+            saved = read_saved(HUB_PREFIX + self.repo, settings=job.settings, progress=job.progress)
+        except PretrainedNotFoundError:  # no saved-model folder there: the published file under its own name
+            return self._published(job, looked_for_saved=False)
+        except CheckpointNotAvailableError:  # not reachable (or not cached): perhaps the published file is
+            return self._published(job, looked_for_saved=True)
+        except ResNeStZooError as exc:  # a config.json or weights file that cannot be used
+            raise TransferError(str(exc).splitlines()[0].removeprefix(f"{hub_label(self.repo)}: ")) from None
+        origin = saved.record.origin
+        if job.entry is None or origin is None or not saved.record.is_catalogue_model or origin.sha256 is None:
             raise TransferError(f"its config.json does not describe the published {job.label} with the digest of the "
                                 "file it was made from, so nothing there can be checked against the catalogue")
         expected = job.expected()
         if expected.sha256 is not None and origin.sha256 != expected.sha256:
             raise TransferError(f"its config.json says its tensors were made from a file with sha256 {origin.sha256}, "
                                 f"but {job.label} must have sha256 {expected.sha256} ({expected.digest_from})")
-        weights = hub_file(self.repo, WEIGHTS_NAME, settings=job.settings, progress=job.progress)
-        found = sha256_file(weights)
-        if found != record.weights_sha256:
-            raise TransferError(f"{WEIGHTS_NAME} has sha256 {found}, but its config.json records "
-                                f"{record.weights_sha256} (left in the Hugging Face cache: delete it with `hf cache rm`)")
-        job.state_dict = job.check_content(weights, origin.sha256, f"{weights} from {self.name}", removable=False)
+        job.state_dict = job.check_content(saved.weights, origin.sha256, f"{saved.weights} from {self.name}",
+                                           removable=False)
         write_record(job.target, origin.sha256)
         job.warn_first_use(origin.sha256)
-        return FileDigest(weights, origin.sha256, weights.stat().st_size)
+        return FileDigest(saved.weights, origin.sha256, saved.weights.stat().st_size)
 
-
-class _SilentTqdm(tqdm):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
+    def _published(self, job: Job, *, looked_for_saved: bool) -> FileDigest:
+        try:
+            published = hub_file(self.repo, job.target.name, settings=job.settings, progress=job.progress)
+        except TransferError as exc:
+            if looked_for_saved:
+                raise TransferError(f"{exc.reason} (looked for {CONFIG_NAME} and {job.target.name})") from None
+            raise TransferError(f"{job.target.name}: {exc.reason}") from None
+        return job.accept_kept(published, self.name)
 
 
 def _mirror_source(mirror: str, filename: str) -> Source:
@@ -244,7 +181,7 @@ def _entry_sources(entry: CheckpointEntry, settings: SourceSettings) -> list[Sou
 # ------------------------------------------------------------------------------------------------ jobs
 
 def _entry_job(entry: CheckpointEntry, folder: Path, sha256: str | None, settings: SourceSettings,
-               progress: bool, force: bool = False) -> Job:
+               progress: bool, check: Check | None, force: bool = False) -> Job:
     pins = {p for p in (entry.sha256, sha256) if p is not None}
     if len(pins) > 1:
         raise IntegrityError(
@@ -253,7 +190,8 @@ def _entry_job(entry: CheckpointEntry, folder: Path, sha256: str | None, setting
         )
     return Job(target=cache.checkpoint_path(folder, entry), settings=settings, progress=progress, label=entry.filename,
                asset_url=entry.url, pin=pins.pop() if pins else None,
-               pin_from="the catalogue's pin" if entry.sha256 else "sha256=", size=entry.size, entry=entry, force=force)
+               pin_from="the catalogue's pin" if entry.sha256 else "sha256=", size=entry.size, entry=entry,
+               check=check, force=force)
 
 
 def _entry_hint(entry: CheckpointEntry, folder: Path) -> str:
@@ -267,25 +205,26 @@ def _entry_hint(entry: CheckpointEntry, folder: Path) -> str:
 def _options(settings: SourceSettings | None, progress: bool | None, sha256: str | None,
              cache_dir: str | os.PathLike[str] | None) -> tuple[SourceSettings, bool, str | None, Path]:
     return (settings if settings is not None else SourceSettings.from_env(),
-            default_progress() if progress is None else progress,
+            interactive() if progress is None else progress,
             normalise_sha256(sha256) if sha256 is not None else None,
             resolve_cache_dir(cache_dir))
 
 
-def _obtain_entry(entry: CheckpointEntry, *, cache_dir: str | os.PathLike[str] | None, progress: bool | None,
-                  sha256: str | None, force: bool, settings: SourceSettings | None) -> tuple[FileDigest, Job]:
+def _obtain_entry(entry: CheckpointEntry, *, check: Check | None, cache_dir: str | os.PathLike[str] | None,
+                  progress: bool | None, sha256: str | None, force: bool,
+                  settings: SourceSettings | None) -> tuple[FileDigest, Job]:
     settings, progress, sha256, folder = _options(settings, progress, sha256, cache_dir)
-    job = _entry_job(entry, folder, sha256, settings, progress, force)
+    job = _entry_job(entry, folder, sha256, settings, progress, check, force)
     return obtain(job, _entry_sources(entry, settings), hint=_entry_hint(entry, folder)), job
 
 
-def _obtain_url(url: str, *, cache_dir: str | os.PathLike[str] | None, progress: bool | None, sha256: str | None,
-                force: bool, settings: SourceSettings | None,
+def _obtain_url(url: str, *, check: Check | None, cache_dir: str | os.PathLike[str] | None, progress: bool | None,
+                sha256: str | None, force: bool, settings: SourceSettings | None,
                 entry: CheckpointEntry | None) -> tuple[FileDigest, Job]:
     settings, progress, sha256, folder = _options(settings, progress, sha256, cache_dir)
     target = cache.url_download_path(folder, url)
     job = Job(target=target, settings=settings, progress=progress, label=target.name, asset_url=url, pin=sha256,
-              pin_from="sha256=", entry=entry, force=force)
+              pin_from="sha256=", entry=entry, check=check, force=force)
     hint = f"To supply the file by hand: download {url} yourself and pass weights='/path/to/{target.name}'."
     return obtain(job, [_HttpSource(url=url, kind="weights URL")], hint=hint), job
 
@@ -293,49 +232,23 @@ def _obtain_url(url: str, *, cache_dir: str | os.PathLike[str] | None, progress:
 def download_entry(
     entry: CheckpointEntry,
     *,
+    check: Check | None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     sha256: str | None = None,
     force: bool = False,
     settings: SourceSettings | None = None,
 ) -> FileDigest:
-    """:func:`download` for a catalogue entry object (e.g. one changed with :func:`dataclasses.replace`);
-    returns the verified file's path, digest and size."""
-    return _obtain_entry(entry, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force,
+    """The verified file of a catalogue entry (downloaded if needed): its path, digest and size. ``check`` is what
+    its tensors must pass before it is trusted (:data:`~resnest_zoo.weights.obtain.Check`)."""
+    return _obtain_entry(entry, check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force,
                          settings=settings)[0]
-
-
-def download(
-    segmentor: str,
-    dataset: str,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool | None = None,
-    sha256: str | None = None,
-    force: bool = False,
-) -> Path:
-    """The local path of a catalogue checkpoint, downloaded and verified if needed.
-
-    Args:
-        segmentor, dataset: the catalogue entry (``"deeplabv3plus", "cityscapes"``; aliases work).
-        cache_dir: cache folder (default ``$RESNEST_ZOO_CACHE``, else ``torch.hub.get_dir()/checkpoints``).
-        progress: progress bar (default: in a terminal or notebook).
-        sha256: digest the file must have, checked in addition to the catalogue's pin.
-        force: fetch the file again even if a verified copy is cached (it replaces the copy once verified).
-
-    Raises:
-        CheckpointNotAvailableError: no source supplied a verified file; the message lists each source tried
-            with the reason and says how to supply the file by hand.
-        CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError: a source supplied a file that
-            is not a safe checkpoint of this entry; it was removed, and the message says what.
-    """
-    entry = get_entry(segmentor, dataset)
-    return download_entry(entry, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force).path
 
 
 def download_url(
     url: str,
     *,
+    check: Check | None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     sha256: str | None = None,
@@ -345,59 +258,96 @@ def download_url(
 ) -> FileDigest:
     """Download an explicit ``weights=`` URL into the cache (``resnest_zoo-urls/<hash>/<name>``), verified
     against ``sha256`` or, without it, against the publisher's digest (GitHub release assets) or the record
-    of its first download. It must read safely as a checkpoint, and fit ``entry`` when one is given."""
-    return _obtain_url(url, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force, settings=settings,
-                       entry=entry)[0]
+    of its first download. It must read safely as a checkpoint and pass ``check``."""
+    return _obtain_url(url, check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force,
+                       settings=settings, entry=entry)[0]
 
 
-# --------------------------------------------------------------------------------------------- state dicts
+# --------------------------------------------------------------------------------------------- resolving
 
-def expected_digest(entry: CheckpointEntry, *, sha256: str | None = None,
-                    cache_dir: str | os.PathLike[str] | None = None) -> str | None:
-    """The sha256 the entry's file must have -- the pin (or ``sha256=``), else the publisher's digest, else the
-    record of its first download -- which is the digest of the file :func:`checkpoint_state_dict` read once it has
-    returned; None while nothing is known (before the first download)."""
-    sha256 = normalise_sha256(sha256) if sha256 is not None else None
-    return _entry_job(entry, resolve_cache_dir(cache_dir), sha256, SourceSettings(), False).expected().sha256
+@dataclass(frozen=True)
+class Resolved:
+    """A weights file ready to read: its path, its verified sha256 (None for a local file used as it is, without
+    ``sha256=``), a description for messages, and its tensors when they were already read while checking it."""
+
+    path: Path
+    sha256: str | None
+    description: str
+    state_dict: dict[str, torch.Tensor] | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The file's model tensors (read now unless they were read while checking it)."""
+        return self.state_dict if self.state_dict is not None else read_state_dict(self.path, source=self.description)
 
 
-def checkpoint_state_dict(
+def resolve(
     entry: CheckpointEntry,
     *,
+    check: Check | None,
     weights: str | os.PathLike[str] | None = None,
     sha256: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     settings: SourceSettings | None = None,
-) -> tuple[dict[str, torch.Tensor], str]:
-    """The model tensors for ``entry`` and a description of where they came from.
+    force: bool = False,
+    digest: bool = False,
+) -> Resolved:
+    """The weights file to use for ``entry``: the one place that reads ``weights=`` and ``sha256=``.
 
-    ``weights`` (a path or URL) replaces the catalogue file; ``sha256`` is checked against whichever file is
-    used. Catalogue files are read from the model-only safetensors copy when a valid one is cached, else
-    obtained with :func:`download_entry`, read with ``torch.load(weights_only=True)``, and copied to
-    safetensors for the next time.
+    ``weights`` None: the catalogue's file, obtained and verified (:func:`download_entry`); an http(s) URL: that
+    file, downloaded and verified the same way (:func:`download_url`); a local path: the file in place, checked
+    against ``sha256`` when given (:class:`~resnest_zoo.IntegrityError` otherwise) and hashed when ``digest``
+    (to record where an export came from). ``check`` is what downloaded tensors must pass before they are trusted.
     """
     sha256 = normalise_sha256(sha256) if sha256 is not None else None
-    options = {"cache_dir": cache_dir, "progress": progress, "sha256": sha256, "force": False, "settings": settings}
-    if weights is not None:
-        text = os.fspath(weights)
-        if is_url(text):
-            got, job = _obtain_url(text, entry=entry, **options)  # type: ignore[arg-type]
-            state_dict = job.state_dict if job.state_dict is not None else read_state_dict(got.path)
-            return state_dict, f"{text} (cached as {got.path})"
-        path = Path(text)
-        if sha256 is not None and path.is_file():
-            check_digest(path, sha256, what="sha256=")
-        return read_state_dict(path), str(path)
+    options = dict(check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force, settings=settings)
+    if weights is None:
+        got, job = _obtain_entry(entry, **options)  # type: ignore[arg-type]
+        return Resolved(got.path, got.sha256, str(got.path), job.state_dict)
+    text = os.fspath(weights)
+    if is_url(text):
+        got, job = _obtain_url(text, entry=entry, **options)  # type: ignore[arg-type]
+        return Resolved(got.path, got.sha256, f"{text} (cached as {got.path})", job.state_dict)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        read_state_dict(path)  # the one message for a missing file or a folder
+    if sha256 is None and not digest:
+        return Resolved(path, None, str(path))
+    found = verify(path)
+    if sha256 is not None:
+        check_digest(path, sha256, found=found.sha256, what="sha256=")
+    return Resolved(path, found.sha256, str(path))
 
-    folder = resolve_cache_dir(cache_dir)
-    job = _entry_job(entry, folder, sha256, SourceSettings() if settings is None else settings, False)
-    expected = job.expected().sha256
-    fast = read_fast_copy(folder, entry, expected) if expected is not None else None
-    if fast is not None:
-        job.warn_first_use(expected)  # type: ignore[arg-type]
-        return fast[0], f"{fast[1]} (model-only copy of {entry.filename}, sha256 {expected})"
-    got, job = _obtain_entry(entry, **options)  # type: ignore[arg-type]
-    state_dict = job.state_dict if job.state_dict is not None else read_state_dict(got.path)
-    keep_fast_copy(state_dict, folder, entry, got.sha256, source=got.path)
-    return state_dict, str(got.path)
+
+def checkpoint_state_dict(
+    entry: CheckpointEntry,
+    *,
+    check: Check | None,
+    weights: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    settings: SourceSettings | None = None,
+) -> tuple[dict[str, torch.Tensor], str, str | None]:
+    """The model tensors for ``entry``, a description of where they came from, and the sha256 of that file (None
+    for a local file used as it is).
+
+    ``weights`` and ``sha256`` are :func:`resolve`'s. The catalogue's file is read from its model-only
+    safetensors copy when a valid one is cached (no re-hashing, no unpickling), else obtained, read with
+    ``torch.load(weights_only=True)``, and copied to safetensors for the next time.
+    """
+    if weights is None:
+        folder = resolve_cache_dir(cache_dir)
+        pin = normalise_sha256(sha256) if sha256 is not None else None
+        job = _entry_job(entry, folder, pin, SourceSettings() if settings is None else settings, False, check)
+        expected = job.expected().sha256
+        fast = read_fast_copy(folder, entry, expected) if expected is not None else None
+        if fast is not None:
+            job.warn_first_use(expected)  # type: ignore[arg-type]
+            return fast[0], f"{fast[1]} (model-only copy of {entry.filename}, sha256 {expected})", expected
+    found = resolve(entry, check=check, weights=weights, sha256=sha256, cache_dir=cache_dir, progress=progress,
+                    settings=settings)
+    state_dict = found.tensors()
+    if weights is None:
+        keep_fast_copy(state_dict, resolve_cache_dir(cache_dir), entry, found.sha256, source=found.path)
+    return state_dict, found.description, found.sha256

@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
-from .. import environment
+from .. import environment, options
 from . import cache
 from .integrity import hash_file
 
@@ -67,10 +67,10 @@ class RetryPolicy:
     between two packets: a slow server that keeps sending is never cut off.
     """
 
-    retries: int = 4
-    delay: float = 1.0
-    max_delay: float = 30.0
-    timeout: float = 30.0
+    retries: int = options.RETRIES
+    delay: float = options.RETRY_DELAY
+    max_delay: float = options.MAX_RETRY_DELAY
+    timeout: float = options.TIMEOUT
 
     @classmethod
     def from_env(cls) -> RetryPolicy:

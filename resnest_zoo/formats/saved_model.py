@@ -4,7 +4,7 @@ A saved model is a folder (or a Hugging Face Hub repository) holding::
 
     model.safetensors   the model's tensors, float32, published parameter names (plus the auxiliary head if kept)
     config.json         this record, below
-    README.md           the model card (:mod:`.card`)
+    README.md           the model card (:mod:`resnest_zoo.hub.card`)
 
 ``config.json`` (format 1)::
 
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..catalogue import DATASET_KEYS, SEGMENTORS, CheckpointEntry, get_entry
 from ..config import ModelConfig, check_fields
 from ..errors import ConfigFormatError, ConfigVersionError, ForeignConfigError, InvalidClassesError

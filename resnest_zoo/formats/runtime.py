@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._version import __version__
 from ..config import ModelConfig
 from ..errors import RuntimeFileError, RuntimeModelMismatchError
 
@@ -86,8 +87,6 @@ class RuntimeMetadata:
 
 def model_metadata(config: ModelConfig, *, source_sha256: str | None, batchnorm_folded: bool, input_shape: str) -> dict[str, str]:
     """The metadata strings for a network built from ``config`` (every key of :data:`METADATA_KEYS`)."""
-    from .. import __version__
-
     pre = config.preprocessing
     values: dict[str, Any] = {
         FORMAT_KEY: RUNTIME_FORMAT, "resnest_zoo_version": __version__, "segmentor": config.segmentor,

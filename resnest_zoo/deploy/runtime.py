@@ -33,16 +33,17 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..deploy.metadata import FORMAT_KEY, INPUT_NAME, RuntimeMetadata, check_same_model, parse_metadata
-from ..deploy.optional import require
+from ..devices import precision_name
+from ..formats.runtime import FORMAT_KEY, INPUT_NAME, RuntimeMetadata, check_same_model, parse_metadata
+from .optional import require
 from ..errors import RuntimeFileError
-from .engine import predict
+from ..options import BACKENDS
+from ..inference.engine import predict
 
 if TYPE_CHECKING:
-    from .prediction import Prediction
+    from ..inference.prediction import Prediction
 
 __all__ = [
-    "BACKENDS",
     "RuntimeBackend",
     "OnnxRuntimeBackend",
     "OpenVINOBackend",
@@ -51,14 +52,8 @@ __all__ = [
     "check_backend",
     "check_load_options",
     "runtime_dtypes",
+    "runtime_half_precision",
 ]
-
-BACKENDS = ("torch", "onnxruntime", "openvino")
-"""``backend=`` names: ``torch`` (the module itself) and the runtime backends."""
-
-def _dtype_name(dtype: Any) -> str:
-    """``float32`` for ``torch.float32``: how messages name a precision."""
-    return str(dtype).removeprefix("torch.")
 
 
 def check_backend(backend: Any) -> str:
@@ -86,11 +81,11 @@ class RuntimeBackend(ABC):
 
     def check_dtype(self, dtype: torch.dtype) -> None:
         if dtype not in self.dtypes():
-            names = ", ".join(_dtype_name(d) for d in self.dtypes())
+            names = ", ".join(precision_name(d) for d in self.dtypes())
             hint = "; OpenVINO (backend='openvino') runs bfloat16 on CPUs with AVX512-BF16 or AMX" \
                 if self.name == "onnxruntime" else ""
             raise ValueError(f"the {self.name} backend computes in {names} on this machine, not "
-                             f"{_dtype_name(dtype)}{hint}; pass dtype=None for float32")
+                             f"{precision_name(dtype)}{hint}; pass dtype=None for float32")
 
 
 def _threads(threads: int | None) -> int:
@@ -213,6 +208,19 @@ def runtime_dtypes(backend: str) -> tuple[torch.dtype, ...]:
     return _RUNTIMES[_runtime_name(backend)].dtypes()
 
 
+def runtime_half_precision(backend: str) -> torch.dtype:
+    """The half precision the runtime ``backend`` computes in on this CPU (what ``--fp16`` means with it):
+    bfloat16, or float16 where only that is there; a ``ValueError`` saying why where it has neither."""
+    half = [dtype for dtype in (torch.bfloat16, torch.float16) if dtype in runtime_dtypes(backend)]
+    if half:
+        return half[0]
+    if backend == "onnxruntime":
+        raise ValueError("the onnxruntime backend computes in float32 only; --backend openvino runs bfloat16 on "
+                         "CPUs with AVX512-BF16 or AMX")
+    raise ValueError(f"the {backend} backend computes in float32 only on this CPU (half precision needs "
+                     "AVX512-BF16, AMX or AVX512-FP16)")
+
+
 # ------------------------------------------------------------------------------------------- the module
 class RuntimeModel(nn.Module):
     """A segmentor whose network runs in ONNX Runtime or OpenVINO: ``model(images)`` returns float32 logits
@@ -235,13 +243,13 @@ class RuntimeModel(nn.Module):
     @classmethod
     def from_segmentor(cls, model: nn.Module, backend: str, *, threads: int | None = None) -> RuntimeModel:
         """``model`` exported in memory (BatchNorm folded, dynamic shapes) and loaded into ``backend``."""
-        from ..deploy.onnx import model_config, onnx_bytes
+        from .onnx import model_config, onnx_bytes
 
         config = model_config(model)
         name = _runtime_name(backend)
         require(name, f"the {name} backend")  # before the export: a missing runtime costs no time
         if name == "openvino":
-            from ..deploy.openvino import openvino_model
+            from .openvino import openvino_model
 
             runtime: RuntimeBackend = OpenVINOBackend(openvino_model(model), threads=threads)
         else:

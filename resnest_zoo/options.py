@@ -1,0 +1,83 @@
+"""The options a user sets in more than one place (Python, the command line): their accepted values and defaults.
+
+The code reads its defaults here and the command line's ``--help`` prints them from here, so the two cannot
+disagree. Torch-free, so that ``resnest-zoo --help`` shows them without importing torch.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "BATCH_SIZE",
+    "WRITERS",
+    "MAX_WORKERS",
+    "default_workers",
+    "WORKERS_HELP",
+    "ALPHA",
+    "MASK_FORMATS",
+    "BACKENDS",
+    "PRECISIONS",
+    "RETRIES",
+    "RETRY_DELAY",
+    "MAX_RETRY_DELAY",
+    "TIMEOUT",
+    "OPSET",
+    "OPSETS",
+    "SPLIT",
+]
+
+BATCH_SIZE = 4
+"""Images (``mode="whole"``) or windows (``mode="slide"``) per forward pass."""
+
+WRITERS = 4
+"""Background threads encoding and writing the outputs of batch prediction."""
+
+MAX_WORKERS = 8
+"""The most ``DataLoader`` worker processes a process of a run starts by default."""
+
+
+def default_workers(local_processes: int = 1) -> int:
+    """Worker processes per process of a run: half of this node's CPUs shared among its processes (the other half
+    computes), at least 1 and at most :data:`MAX_WORKERS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus // max(1, local_processes) // 2))
+
+
+WORKERS_HELP = f"half the CPUs, at most {MAX_WORKERS}"
+"""How :func:`default_workers` is described in help texts."""
+
+ALPHA = 0.5
+"""Opacity of the mask in an overlay."""
+
+MASK_FORMATS = ("png", "cityscapes-ids", "npy")
+"""What batch prediction writes per input: an indexed PNG, Cityscapes label ids, or a NumPy array of class ids."""
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+"""Who runs the network: PyTorch itself, or ONNX Runtime / OpenVINO on the CPU."""
+
+PRECISIONS = ("float32", "float16", "bfloat16")
+"""Floating-point precisions by the name users type; ``resnest_zoo.devices.dtype`` turns a name into a torch dtype."""
+
+RETRIES = 4
+"""Further attempts after a failed transfer."""
+
+RETRY_DELAY = 1.0
+"""Backoff factor in seconds: retries wait 0, 2, 4, 8 ... times it."""
+
+MAX_RETRY_DELAY = 30.0
+"""The longest wait between two attempts, in seconds."""
+
+TIMEOUT = 30.0
+"""Network timeout in seconds: to connect, and between two packets while reading."""
+
+OPSET = 17
+"""ONNX opset of an export."""
+
+OPSETS = range(11, 21)
+"""Opsets the ONNX export is verified at: 11 (the first whose ``Resize`` has PyTorch's half-pixel bilinear) to 20."""
+
+SPLIT = "val"
+"""The dataset split evaluated by default: the one the published figures were measured on."""

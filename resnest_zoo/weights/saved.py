@@ -1,0 +1,159 @@
+"""Reading a saved model's files -- a folder, or a Hugging Face Hub repository -- checked before anything trusts them.
+
+A saved model is ``config.json`` plus ``model.safetensors`` (:mod:`resnest_zoo.formats.saved_model`).
+:func:`read_saved` finds both, refuses a ``config.json`` that is not ours or not readable, and checks that the
+weights file has the digest the config records; what comes back can be built and loaded. Repositories are read
+through ``huggingface_hub`` (its cache, token, ``HF_ENDPOINT`` and offline rules apply), ``config.json`` first, so
+a repository of something else is refused before its weights are downloaded.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .._version import __version__
+from ..errors import CheckpointNotAvailableError, IntegrityError, PretrainedNotFoundError
+from ..formats.saved_model import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, SavedModel, parse_record
+from ..naming import HUB_PREFIX
+from ..progress import interactive
+from .integrity import sha256_file
+from .settings import SourceSettings
+from .transfer import TransferError
+
+__all__ = ["SavedFiles", "read_saved", "hub_file", "hub_label", "HubFileMissing"]
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class SavedFiles:
+    """A saved model, checked: its ``config.json`` record, the local path of its weights, and a name for messages."""
+
+    record: SavedModel
+    weights: Path
+    label: str
+
+
+class HubFileMissing(TransferError):
+    """The Hub answered that the repository, the revision or the file does not exist (or is private)."""
+
+
+class _SilentTqdm(tqdm):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
+             token: str | None = None, progress: bool = False) -> Path:
+    """One file of a Hub repository, through huggingface_hub's cache (offline: from that cache alone).
+
+    Raises :class:`HubFileMissing` when the Hub says there is no such file, and
+    :class:`~resnest_zoo.weights.transfer.TransferError` when it cannot be asked (network, offline and not cached).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(hf_hub_download(
+            repo_id, filename, revision=revision, token=token, cache_dir=settings.hf_cache_dir,
+            endpoint=settings.hf_endpoint, local_files_only=settings.offline, library_name=LIBRARY_NAME,
+            library_version=__version__, tqdm_class=None if progress and interactive() else _SilentTqdm))
+    except LocalEntryNotFoundError as exc:  # offline, unreachable, or a server without the Hub's error headers
+        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+        if status in (401, 403, 404):
+            raise HubFileMissing(f"HTTP {status}") from None
+        if settings.offline:
+            raise TransferError(f"not in the Hugging Face cache ({settings.offline_reason})") from None
+        raise TransferError("the Hub cannot be reached, and the file is not in the Hugging Face cache") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:  # (after its subclass above)
+        raise HubFileMissing(type(exc).__name__) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TransferError(f"{type(exc).__name__}: {detail}") from None
+
+
+def hub_label(repo_id: str, revision: str | None = None) -> str:
+    """How messages name a Hub repository (and revision)."""
+    return f"Hub repository {repo_id}" + (f" (revision {revision})" if revision else "")
+
+
+def read_saved(name_or_path: str | os.PathLike[str], *, revision: str | None = None,
+               cache_dir: str | os.PathLike[str] | None = None, token: str | None = None,
+               local_files_only: bool = False, settings: SourceSettings | None = None,
+               progress: bool | None = None,
+               check: Callable[[SavedModel, str], None] | None = None) -> SavedFiles:
+    """The checked files of a saved model: a local folder, or a Hub repository ``org/name`` (``hf:org/name`` means
+    the Hub even where a folder of that name exists).
+
+    Raises :class:`~resnest_zoo.PretrainedNotFoundError` (no such folder or repository, or one without
+    ``config.json`` / ``model.safetensors``), :class:`~resnest_zoo.ConfigFormatError` and its subclasses (a
+    ``config.json`` of another library, of a newer format, or malformed), :class:`~resnest_zoo.IntegrityError`
+    (weights whose digest is not the one recorded) and :class:`~resnest_zoo.CheckpointNotAvailableError` (the Hub
+    cannot be reached and the files are not cached). ``check(record, where)`` may refuse the ``config.json`` before
+    the weights are fetched (the models check that they can build what it describes).
+    """
+    text = os.fspath(name_or_path)
+    repo_id = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else None
+    if repo_id is None and Path(text).expanduser().is_dir():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} applies to Hub repositories, but {text} is a local folder")
+        folder = Path(text).expanduser()
+        config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for path in (config, weights):
+            if not path.is_file():
+                found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+                raise PretrainedNotFoundError(
+                    f"{folder} has no {path.name}: a saved model is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}, "
+                    f"as save_pretrained() writes it (found: {found})")
+        record = parse_record(config.read_text(encoding="utf-8"), str(config))
+        if check is not None:
+            check(record, str(config))
+        return _checked(SavedFiles(record, weights, str(folder)))
+    repo_id = repo_id if repo_id is not None else text
+    if not _REPO_ID.fullmatch(repo_id):
+        raise PretrainedNotFoundError(f"{text!r} is neither a folder nor a Hugging Face Hub repository name "
+                                      "(org/name): give the folder save_pretrained() wrote, or the repository")
+    settings = settings if settings is not None else SourceSettings.from_env()
+    settings = replace(settings, offline=settings.offline or local_files_only,
+                       hf_cache_dir=os.fspath(cache_dir) if cache_dir is not None else settings.hf_cache_dir)
+    label = hub_label(repo_id, revision)
+    progress = interactive() if progress is None else progress
+
+    def fetch(filename: str) -> Path:
+        try:
+            return hub_file(repo_id, filename, settings=settings, revision=revision, token=token, progress=progress)
+        except HubFileMissing as exc:
+            missing = (f"{label} has no {filename} ({exc.reason}): it does not exist, is private (log in with `hf auth "
+                       "login` or pass token=), or is not a model saved by resnest_zoo")
+            raise PretrainedNotFoundError(missing if text.startswith(HUB_PREFIX) or filename != CONFIG_NAME
+                                          else f"{missing}; and there is no folder {text}") from None
+        except TransferError as exc:
+            raise CheckpointNotAvailableError(f"could not get {filename} of {label}: {exc.reason}. Connect once to "
+                                              "download it, or load a local folder.") from None
+
+    where = f"{label}: {CONFIG_NAME}"
+    record = parse_record(fetch(CONFIG_NAME).read_text(encoding="utf-8"), where)
+    if check is not None:
+        check(record, where)
+    return _checked(SavedFiles(record, fetch(WEIGHTS_NAME), label))
+
+
+def _checked(saved: SavedFiles) -> SavedFiles:
+    found = sha256_file(saved.weights)
+    if found != saved.record.weights_sha256:
+        raise IntegrityError(f"{saved.label}: {WEIGHTS_NAME} has sha256 {found}, but its {CONFIG_NAME} records "
+                             f"{saved.record.weights_sha256}: the two files do not belong together (a partial upload "
+                             "or a hand-edited file). Save or download the model again.")
+    return saved
