@@ -66,6 +66,8 @@ _EXPORTS: dict[str, str] = {
     "UnsupportedOpsetError": "errors",
     "RuntimeFileError": "errors",
     "RuntimeModelMismatchError": "errors",
+    "serve": "serving",
+    "create_app": "serving",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -129,3 +131,4 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see
     from .hub.pretrained import from_pretrained
     from .models.segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor, TrainingOutput
     from .weights.integrity import verify
+    from .serving import create_app, serve
