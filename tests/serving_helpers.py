@@ -21,7 +21,8 @@ from resnest_zoo.catalogue import get_entry
 from resnest_zoo.config import ModelConfig
 from resnest_zoo.models.segmentor import Segmentor, build_segmentor
 
-SCRIPT = Path(sys.executable).with_name("resnest-zoo")
+COMMAND = [sys.executable, "-m", "resnest_zoo"]
+"""``resnest-zoo`` as this interpreter runs it (also where the package is not installed, only on the path)."""
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
 CLASSES = ("sea", "sand", "rock")
 PALETTE = ((20, 60, 200), (220, 190, 90), (90, 90, 90))
@@ -82,7 +83,7 @@ class Server:
         environment.update({"NO_PROXY": "127.0.0.1", **(env or {})})
         self.log_path = log
         self._log = open(log, "w")
-        self.process = subprocess.Popen([str(SCRIPT), "serve", *args, "--host", "127.0.0.1", "--port", "0"],
+        self.process = subprocess.Popen([*COMMAND, "serve", *args, "--host", "127.0.0.1", "--port", "0"],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=environment)
         self.session = requests.Session()
         if api_key is not None:

@@ -30,7 +30,7 @@ from PIL import Image
 import resnest_zoo
 from resnest_zoo.catalogue import get_entry
 
-from serving_helpers import DOCS, SCRIPT, Server, docs_curl_commands, encoded, photo, run_docs_command, small_model
+from serving_helpers import COMMAND, DOCS, Server, docs_curl_commands, encoded, photo, run_docs_command, small_model
 
 SMALL = "coast"  # the saved model's folder, hence its name on the server
 
@@ -47,7 +47,8 @@ def setup(published_checkpoint, tmp_path_factory):
     except OSError:
         shutil.copyfile(checkpoint, mirror / get_entry("fcn", "voc").filename)
     saved = small_model().save_pretrained(folder / SMALL)
-    server = Server(["-m", "fcn/voc", "-m", str(saved), "--device", "cpu", "--max-upload-mb", "2"], folder / "server.log",
+    server = Server(["-m", "fcn/voc", "-m", str(saved), "--device", "cpu", "--max-upload-mb", "2"],
+                    folder / "server.log",
                     env={"RESNEST_ZOO_MIRROR": str(mirror), "RESNEST_ZOO_CACHE": str(folder / "cache")})
     try:
         server.readiness = server.wait_ready()
@@ -99,17 +100,16 @@ def test_catalogue_masks_equal_predict_byte_for_byte_in_every_format(server, pub
     thin = photo(512, 4, seed=1)  # thin: its long side reaches the 2048-pixel limit first, the input is 16 x 2048
     body = encoded(thin, "JPEG", quality=90)
     (tmp_path / "thin.jpg").write_bytes(body)
+    model = resnest_zoo.optimize_for_inference(copy.deepcopy(published))  # BatchNorm folded, as the server loads it
+    expected = model.predict(tmp_path / "thin.jpg")  # before asking the server: two networks at once on 2 cores crawl
+    expected.save(tmp_path / "expected.png")
     url = f"{server.url}/v1/models/fcn/voc/predict"  # one connection per thread (a Session is not thread-safe)
     asks = [lambda: requests.post(url, data=body, headers={"Content-Type": "image/jpeg"}, timeout=300),
             lambda: requests.post(url, params={"format": "json"}, files={"image": ("thin.jpg", body, "image/jpeg")},
                                   timeout=300),
             lambda: requests.post(url, params={"format": "overlay"}, data=body, timeout=300)]
-    with ThreadPoolExecutor(3) as pool:  # at once: they may share a forward pass, and the test takes less time
-        answers = [pool.submit(ask) for ask in asks]
-        model = resnest_zoo.optimize_for_inference(copy.deepcopy(published))  # BatchNorm folded, as the server loads it
-        expected = model.predict(tmp_path / "thin.jpg")
-        expected.save(tmp_path / "expected.png")
-        raw, answer, overlay = [future.result() for future in answers]
+    with ThreadPoolExecutor(3) as pool:  # at once: they may share a forward pass
+        raw, answer, overlay = [future.result() for future in [pool.submit(ask) for ask in asks]]
 
     assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
     assert raw.content == (tmp_path / "expected.png").read_bytes()  # exactly what Prediction.save writes
@@ -205,7 +205,8 @@ def test_every_bad_input_gets_a_json_4xx_and_the_next_request_is_served(server, 
         "empty field": (server.post(predict, files={"image": ("a.png", b"")}), 400, "empty_body", "empty"),
         "bad form": (server.post(predict, data=b"--x\r\nnonsense", headers={
             "Content-Type": "multipart/form-data; boundary=zz"}), 400, "bad_request", "multipart"),
-        "unknown model": (server.post("/v1/models/unet/voc/predict", data=good), 404, "unknown_model", "fcn/voc, coast"),
+        "unknown model": (server.post("/v1/models/unet/voc/predict", data=good), 404, "unknown_model",
+                          "fcn/voc, coast"),
         "unknown path": (server.get("/v2/everything"), 404, "not_found", "/v2/everything"),
         "wrong method": (server.get(predict), 405, "method_not_allowed", "use POST"),
         "format": (server.post(predict, params={"format": "gif"}, data=good), 400, "invalid_parameter", "json"),
@@ -313,10 +314,10 @@ def test_a_port_in_use_and_a_model_that_cannot_load_end_the_command_with_one_lin
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RESNEST_ZOO_")}
     environment.update({"RESNEST_ZOO_OFFLINE": "1", "RESNEST_ZOO_CACHE": str(tmp_path / "empty-cache")})
     port = server.url.rsplit(":", 1)[1]
-    busy = subprocess.run([str(SCRIPT), "serve", "-m", "fcn/voc", "--port", port], capture_output=True, text=True,
+    busy = subprocess.run([*COMMAND, "serve", "-m", "fcn/voc", "--port", port], capture_output=True, text=True,
                           env=environment, timeout=120)
     assert busy.returncode == 2 and f"error: cannot listen on 127.0.0.1:{port}" in busy.stderr, busy.stderr
-    missing = subprocess.run([str(SCRIPT), "serve", "-m", "fcn/voc", "--port", "0", "--device", "cpu"],
+    missing = subprocess.run([*COMMAND, "serve", "-m", "fcn/voc", "--port", "0", "--device", "cpu"],
                              capture_output=True, text=True, env=environment, timeout=120)
     assert missing.returncode == 3, missing.stderr  # the checkpoint cannot be obtained offline
     errors = [line for line in missing.stderr.splitlines() if line.startswith("error:")]

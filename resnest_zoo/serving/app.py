@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from ..devices import resolve_device
+from ..errors import ConfigurationError
 from .answers import FORMATS, encode
 from .batching import Batcher, QueueTimeout, Ticket
 from .metrics import UNKNOWN_MODEL, ServerMetrics
@@ -91,6 +92,11 @@ def create_app(
     :class:`~resnest_zoo.DeviceNotAvailableError`).
     """
     sources = model_sources(models)
+    saved = [source.name for source in sources if source.kind == "saved"]
+    if backend != "torch" and saved:
+        raise ConfigurationError(f"backend {backend!r} runs catalogue checkpoints (exported when loaded); "
+                                 f"{', '.join(saved)} {'is a saved model' if len(saved) == 1 else 'are saved models'}: "
+                                 "serve saved models with the torch backend")
     config = ServeSettings.make(**settings)
     target = resolve_device(device) if backend == "torch" else None
     state = _Service(sources, config, device=target, dtype=dtype, backend=backend, cache_dir=cache_dir,
@@ -153,9 +159,9 @@ class _Service:
                 backend = getattr(getattr(model, "backend", None), "name", None) or "torch"
                 loaded.append(ServedModel(source, model, dtype=self.dtype, backend=backend))
         except BaseException as exc:  # noqa: BLE001 -- reported on the event loop, where the server can act on it
-            loop.call_soon_threadsafe(self._failed, exc)
+            _tell(loop, self._failed, exc)
             return
-        loop.call_soon_threadsafe(self._ready, loaded, time.perf_counter() - began)
+        _tell(loop, self._ready, loaded, time.perf_counter() - began)
 
     def _ready(self, loaded: list[ServedModel], seconds: float) -> None:
         for served in loaded:
@@ -246,6 +252,14 @@ class _Service:
         return Response(body, media_type=media_type)
 
 
+def _tell(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """Run ``callback(*args)`` on the event loop, unless the server has stopped meanwhile (then nobody listens)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: the server stopped while the models were loading
+        pass
+
+
 def _client_gone() -> Response:
     """What is logged and counted for a client that left before its answer (nginx's 499); nobody receives it."""
     return Response(status_code=KINDS["client_closed_request"][0])
@@ -317,7 +331,8 @@ def _routes(app: FastAPI, service: _Service) -> None:
         request: Request,
         format: Literal["png", "overlay", "json"] = Query(  # noqa: A002 -- the query parameter's name
             "png", description="png: the indexed mask (dataset palette); overlay: the mask on the image; json"),
-        alpha: float | None = Query(None, ge=0.0, le=1.0, description="the mask's opacity in the overlay"),
+        alpha: Optional[float] = Query(None, ge=0.0, le=1.0,  # noqa: UP007 -- FastAPI evaluates it on Python 3.9
+                                       description="the mask's opacity in the overlay"),
     ) -> Response:
         began = time.perf_counter()
         label = name if name in service.sources else UNKNOWN_MODEL

@@ -21,7 +21,8 @@ UNKNOWN_MODEL = "unknown"
 """The ``model`` label of requests for a model this server does not have (their names are not labels: a client
 must not be able to grow the metrics without bound)."""
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_LATENCY_BUCKETS = (0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
+                    3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)  # about x1.5 apart: quantiles within 25%
 _BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 

@@ -71,7 +71,8 @@ class ServeSettings:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise TypeError(f"unknown server setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+            raise TypeError(f"unknown server setting(s) {', '.join(unknown)}; "
+                            f"the settings are {', '.join(sorted(known))}")
         if values.get("api_key") is None:
             values["api_key"] = environment.text(environment.API_KEY)
         return cls(**values)

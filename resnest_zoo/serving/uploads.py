@@ -28,8 +28,9 @@ _HOW = (f"send the image as the request body (curl --data-binary @photo.jpg) or 
 
 
 def _too_large(limit: int, received: str) -> Problem:
-    return Problem("payload_too_large", f"the request body is {received}, more than this server's upload limit of "
-                                        f"{limit:,} bytes ({limit / 2**20:g} MiB, --max-upload-mb); send a smaller image")
+    return Problem("payload_too_large", f"the request body is {received}, more than this server's upload limit "
+                                        f"of {limit:,} bytes ({limit / 2**20:g} MiB, --max-upload-mb); send a "
+                                        "smaller image")
 
 
 def check_length(request: Request, limit: int) -> None:
