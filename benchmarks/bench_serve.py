@@ -83,15 +83,16 @@ def write_photos(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
     return paths
 
 
-def offline_rate(model, paths: list[Path], batch_size: int, images: int, device: str) -> tuple[float, float]:
+def offline_rate(model, paths: list[Path], batch_size: int, images: int, device: str,
+                 workers: int | None = None) -> tuple[float, float]:
     """Images/s of ``predict_stream`` over ``images`` photos (``paths`` repeated), after one warm-up pass, and the
     CPU seconds per image it took (this process and its loader workers): a figure that a busy machine bends less."""
     work = [paths[i % len(paths)] for i in range(images)]
-    for _ in model.predict_stream(paths, batch_size=batch_size, device=device):
+    for _ in model.predict_stream(paths, batch_size=batch_size, device=device, workers=workers):
         pass
     cpu = _own_cpu_seconds()
     began = time.perf_counter()
-    count = sum(1 for _ in model.predict_stream(work, batch_size=batch_size, device=device))
+    count = sum(1 for _ in model.predict_stream(work, batch_size=batch_size, device=device, workers=workers))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return count / (time.perf_counter() - began), (_own_cpu_seconds() - cpu) / count
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--offline-workers", type=int, help="predict_stream's loader processes (default its own)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "bench_serve.json")
     args = parser.parse_args(argv)
 
@@ -247,12 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_photos(work, args.photos, args.photo_size)
         bodies = [path.read_bytes() for path in paths]
         images = max(args.requests, 2 * max(args.concurrency))
-        offline_before, offline_cpu = offline_rate(loaded, paths, args.max_batch_size, images, args.device)
+        offline_before, offline_cpu = offline_rate(loaded, paths, args.max_batch_size, images, args.device,
+                                                    args.offline_workers)
         print(f"offline predict_stream: {offline_before:.2f} images/s, {offline_cpu:.3f} CPU s/image", flush=True)
         batched = run_server(args, model_arg, name, bodies, work / "batched.log", args.max_batch_size,
                              args.concurrency)
         single = run_server(args, model_arg, name, bodies, work / "single.log", 1, [max(args.concurrency)])
-        offline_after, offline_cpu_after = offline_rate(loaded, paths, args.max_batch_size, images, args.device)
+        offline_after, offline_cpu_after = offline_rate(loaded, paths, args.max_batch_size, images, args.device,
+                                                        args.offline_workers)
         print(f"offline predict_stream again: {offline_after:.2f} images/s, {offline_cpu_after:.3f} CPU s/image",
               flush=True)
         offline = max(offline_before, offline_after)  # the better of the two: the harder target

@@ -125,12 +125,35 @@ def test_the_queue_is_bounded_and_a_timed_out_or_cancelled_request_gives_its_pla
             await timed
         assert batcher.queued == 0
         assert await running == 2
+        first.release()
+        second.release()
         third = batcher.admit()
         assert third is not None and await batcher.predict(third, 4, "a", _far()) == 8
+        third.release()
         await batcher.stop()
 
     run(scenario())
     assert network.calls == [[1], [4]]  # the cancelled and timed-out images never ran
+
+
+def test_requests_in_flight_are_bounded_even_when_their_answers_are_slow_to_go_out():
+    network = Network()
+
+    async def scenario():
+        batcher = await _started(network, max_batch_size=1, max_wait=0.0, max_queue=2)
+        answered = []
+        for image in range(4):  # max_queue + 2 x max_batch_size: predicted, answers still being encoded
+            ticket = batcher.admit()
+            assert ticket is not None
+            assert await batcher.predict(ticket, image, "a", _far()) == 2 * image
+            answered.append(ticket)
+        assert batcher.queued == 0 and batcher.in_flight == 4
+        assert batcher.admit() is None  # no more, though the queue is empty
+        answered[0].release()
+        assert batcher.admit() is not None
+        await batcher.stop()
+
+    run(scenario())
 
 
 def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs():

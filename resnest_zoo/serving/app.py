@@ -205,8 +205,9 @@ class _Service:
         ticket = batcher.admit()
         if ticket is None:
             wait = batcher.retry_after()
-            raise Problem("overloaded", f"{name} has {batcher.max_queue} requests waiting already (--max-queue); "
-                                        f"retry in {wait} s", {"Retry-After": str(wait)})
+            why = (f"{batcher.max_queue} requests waiting already (--max-queue)" if batcher.queued >= batcher.max_queue
+                   else f"{batcher.in_flight} requests in flight already (--max-queue + 2 x --max-batch-size)")
+            raise Problem("overloaded", f"{name} has {why}; retry in {wait} s", {"Retry-After": str(wait)})
         try:
             return await self._admitted(served, batcher, ticket, request, fmt, alpha)
         finally:

@@ -3,7 +3,9 @@
 A :class:`Batcher` lives on the server's event loop and owns one worker thread, where the network runs (never on
 the event loop). A request first takes a place in the model's bounded queue (:meth:`Batcher.admit`: ``None`` when
 the queue is full, so the server answers ``503`` at once instead of letting memory and latency grow), then hands
-its decoded image to :meth:`Batcher.predict` and awaits the result.
+its decoded image to :meth:`Batcher.predict` and awaits the result. Requests in flight (queued, running, or having
+their answers encoded) are bounded too, so that a network faster than the encoding of its answers cannot make
+finished predictions pile up.
 
 The dispatcher takes the oldest waiting image and the images waiting with the same input size, up to
 ``max_batch_size``. If fewer are waiting it gives companions until ``max_wait`` after the oldest one arrived, then
@@ -31,20 +33,29 @@ class QueueTimeout(TimeoutError):
 
 
 class Ticket:
-    """A request's place in a model's queue, from admission until its forward pass starts (or it leaves)."""
+    """A request admitted for a model: its place in the queue, from admission until its forward pass starts (or it
+    leaves), and its share of the model's requests in flight, until the request ends."""
 
-    __slots__ = ("_batcher", "_held")
+    __slots__ = ("_batcher", "_queued", "_in_flight")
 
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
-        self._held = True
+        self._queued = True
+        self._in_flight = True
 
-    def release(self) -> None:
-        """Give the place back (idempotent)."""
-        if self._held:
-            self._held = False
+    def leave_queue(self) -> None:
+        """Out of the queue (its forward pass starts, or it gave up waiting); idempotent."""
+        if self._queued:
+            self._queued = False
             self._batcher._queued -= 1
             self._batcher._publish_depth()
+
+    def release(self) -> None:
+        """The request has ended (answered, refused or abandoned): every place it held goes back; idempotent."""
+        self.leave_queue()
+        if self._in_flight:
+            self._in_flight = False
+            self._batcher._in_flight -= 1
 
 
 @dataclass(eq=False)
@@ -65,7 +76,9 @@ class Batcher:
         run: called in the worker thread with a list of images of one input size; returns one result per image,
             in order. An exception fails every request of that batch.
         max_batch_size, max_wait, max_queue: images per forward pass; seconds the oldest image waits for
-            companions; requests admitted and not yet running.
+            companions; requests admitted and not yet running. Requests in flight -- queued, running, or having
+            their answers encoded -- are also bounded, by ``max_queue + 2 * max_batch_size``, so that answers
+            slower to encode than the network is to compute cannot pile up either.
         metrics: a :class:`~resnest_zoo.serving.metrics.ServerMetrics` to record batches and the queue in.
     """
 
@@ -79,6 +92,8 @@ class Batcher:
         self._metrics = metrics
         self._groups: dict[Hashable, deque[_Pending]] = {}
         self._queued = 0
+        self._in_flight = 0
+        self.max_in_flight = max_queue + 2 * max_batch_size
         self._running = 0
         self._seconds_per_image: float | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"resnest-zoo-{name}")
@@ -108,10 +123,12 @@ class Batcher:
 
     # --------------------------------------------------------------------------------------------- requests
     def admit(self) -> Ticket | None:
-        """A place in the queue, or None when ``max_queue`` requests already hold one."""
-        if self._queued >= self.max_queue:
+        """A place in the queue, or None when ``max_queue`` requests already hold one (or ``max_in_flight`` requests
+        are in flight). The caller must :meth:`Ticket.release` it when the request ends."""
+        if self._queued >= self.max_queue or self._in_flight >= self.max_in_flight:
             return None
         self._queued += 1
+        self._in_flight += 1
         self._publish_depth()
         return Ticket(self)
 
@@ -119,6 +136,11 @@ class Batcher:
     def queued(self) -> int:
         """Requests admitted and not yet in a forward pass."""
         return self._queued
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet ended."""
+        return self._in_flight
 
     def retry_after(self) -> int:
         """Whole seconds after which a refused client may find room: the time to run what is queued and running
@@ -163,7 +185,7 @@ class Batcher:
             if not group:
                 del self._groups[pending.key]
             self._wake()  # the oldest image may have changed
-        pending.ticket.release()
+        pending.ticket.leave_queue()
 
     def _oldest(self) -> _Pending | None:
         heads = [group[0] for group in self._groups.values() if group]
@@ -199,7 +221,7 @@ class Batcher:
     async def _forward(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         for pending in batch:
             pending.started = True
-            pending.ticket.release()  # out of the queue, into the forward pass
+            pending.ticket.leave_queue()  # into the forward pass
         self._set_running(len(batch))
         began = time.perf_counter()
         try:
