@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the public surface (see the module docstring)
     from .models.optimize import optimize_for_inference
     from .models.segmentor import FCN, DeepLabV3, DeepLabV3Plus, PSPNet, Segmentor, TrainingOutput
     from .publish import export, export_hub_folder
+    from .serving import create_app, serve
     from .weights.cache import cached_files, clear_cache
     from .weights.checkpoint import read_state_dict
     from .weights.integrity import verify

@@ -28,6 +28,7 @@ __all__ = [
     "TIMEOUT",
     "GITHUB_API",
     "GITHUB_TOKEN",
+    "API_KEY",
     "RANK",
     "WORLD_SIZE",
     "LOCAL_RANK",
@@ -66,9 +67,11 @@ TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", f"network timeout in seconds (default 
 GITHUB_API = Variable("RESNEST_ZOO_GITHUB_API", "GitHub API base URL asked for release assets' size and digest "
                       "(default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)")
 GITHUB_TOKEN = Variable("GITHUB_TOKEN", "token sent to that API when set (unauthenticated calls: 60 an hour)")
+API_KEY = Variable("RESNEST_ZOO_API_KEY", "key that resnest-zoo serve requires as Authorization: Bearer KEY on every "
+                   "endpoint but /healthz and /readyz (as --api-key, which takes precedence)")
 
 VARIABLES: tuple[Variable, ...] = (CACHE, MIRROR, OFFLINE, HF_OFFLINE, RETRIES, RETRY_DELAY, TIMEOUT, GITHUB_API,
-                                   GITHUB_TOKEN)
+                                   GITHUB_TOKEN, API_KEY)
 
 # Set by torchrun for each process it starts, never by hand; read by :mod:`resnest_zoo.distributed` alone.
 RANK = Variable("RANK", "this process's rank among all processes of the run (torchrun)")

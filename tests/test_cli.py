@@ -24,7 +24,7 @@ from download_helpers import checkpoint_bytes, fitting_checkpoint_bytes, sha256
 from http_server import FileServer
 
 SCRIPT = Path(sys.executable).with_name("resnest-zoo")
-SUBCOMMANDS = ("list", "download", "verify", "export", "predict", "eval", "cache")
+SUBCOMMANDS = ("list", "download", "verify", "export", "predict", "eval", "cache", "serve")
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -37,7 +37,7 @@ from ..errors import (
     UnsafeCheckpointError,
     UnsupportedOpsetError,
 )
-from . import cache, checkpoints, evaluate, predict
+from . import cache, checkpoints, evaluate, predict, serve
 from .common import CommandError
 from .exit_codes import ExitCode, exit_codes_help
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for module in (checkpoints, predict, evaluate, cache):
+    for module in (checkpoints, predict, evaluate, cache, serve):
         module.register(add)
     return parser
 

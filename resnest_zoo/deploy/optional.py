@@ -1,4 +1,5 @@
-"""The optional runtimes (onnx, ONNX Runtime, OpenVINO): which extra provides each, imported only when used.
+"""The optional dependencies (onnx, ONNX Runtime, OpenVINO, and the HTTP server's FastAPI stack): which extra
+provides each, imported only when used.
 
 ``import resnest_zoo`` and the PyTorch path never import them; asking for one that is missing raises
 :class:`~resnest_zoo.errors.OptionalDependencyError` naming the ``pip install`` that provides it.
@@ -13,7 +14,9 @@ from ..errors import OptionalDependencyError
 __all__ = ["EXTRAS", "require"]
 
 # importable module -> the resnest-zoo extra (pyproject.toml [project.optional-dependencies]) that installs it
-EXTRAS: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnx", "openvino": "openvino"}
+EXTRAS: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnx", "openvino": "openvino",
+                          "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve",
+                          "python_multipart": "serve"}
 
 
 def require(module: str, purpose: str) -> ModuleType:

@@ -33,6 +33,7 @@ A picture so thin that the keep-ratio resize would round one side to 0 pixels (`
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "as_image_batch",
     "parse_image",
     "read_image",
+    "decode_image",
     "preprocess",
     "errors_naming",
     "keep_ratio_size",
@@ -210,11 +212,25 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None) -> np.ndarr
         raise ImageReadError(name, "is a folder, not an image file")
     if size == 0:
         raise ImageReadError(name, "empty file (0 bytes)")
+    return _decode(name, name, max_pixels)
+
+
+def decode_image(data: bytes, max_pixels: int | None, name: str = "upload") -> np.ndarray:
+    """Encoded image bytes (an upload) as :func:`read_image` reads a file: RGB ``uint8`` ``(H, W, 3)``, EXIF
+    orientation applied, or :class:`~resnest_zoo.ImageReadError` naming ``name`` with the reason (empty, not an
+    image, truncated, a decompression bomb of more than ``max_pixels`` pixels)."""
+    if not data:
+        raise ImageReadError(name, "empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: str | io.BytesIO, name: str, max_pixels: int | None) -> np.ndarray:
+    """The Pillow decoding :func:`read_image` and :func:`decode_image` share (``source``: a path or the bytes)."""
     width = height = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as opened:
+            with Image.open(source) as opened:
                 width, height = opened.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise Image.DecompressionBombError(f"{width * height} pixels")
