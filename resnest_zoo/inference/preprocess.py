@@ -264,7 +264,7 @@ def _pil_to_numpy(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA").convert("RGB")  # palette colours; transparency dropped
     elif image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image)
+    return np.array(image)  # a writable copy: torch refuses to share read-only memory
 
 
 def _check_finite_unit_range(values: np.ndarray | torch.Tensor, what: str) -> None:
