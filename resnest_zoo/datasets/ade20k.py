@@ -202,9 +202,9 @@ SPLIT_SIZES = {"train": 20210, "val": 2000}
 SPLITS = tuple(SPLIT_SIZES)
 _FOLDERS = {"train": "training", "val": "validation"}
 
-LAYOUT = """ADEChallengeData2016/
-|-- images/{training,validation}/         ADE_val_00000001.jpg ...  (val: 2,000 images)
-`-- annotations/{training,validation}/    ADE_val_00000001.png ...  (0 = other, ignored; 1-150 = classes)"""
+LAYOUT = f"""ADEChallengeData2016/
+|-- images/{{training,validation}}/         ADE_val_00000001.jpg ...  (val: {SPLIT_SIZES['val']:,} images)
+`-- annotations/{{training,validation}}/    ADE_val_00000001.png ...  (0 = other, ignored; 1-150 = classes)"""
 
 
 def _candidates(root: Path) -> list[Path]:

@@ -78,9 +78,9 @@ SPLITS = tuple(SPLIT_SIZES)
 IMAGE_SUFFIX = "_leftImg8bit.png"
 _ANNOTATION_SUFFIXES = ("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")  # preferred first
 
-LAYOUT = """cityscapes/
-|-- leftImg8bit/{train,val}/<city>/   frankfurt_000000_000294_leftImg8bit.png ...  (val: 500 images)
-`-- gtFine/{train,val}/<city>/        frankfurt_000000_000294_gtFine_labelIds.png ...
+LAYOUT = f"""cityscapes/
+|-- leftImg8bit/{{train,val}}/<city>/   frankfurt_000000_000294_leftImg8bit.png ...  (val: {SPLIT_SIZES['val']:,} images)
+`-- gtFine/{{train,val}}/<city>/        frankfurt_000000_000294_gtFine_labelIds.png ...
                                       (or *_gtFine_labelTrainIds.png made by cityscapesscripts)"""
 
 

@@ -52,10 +52,10 @@ SPLIT_SIZES = {"train": 1464, "val": 1449, "trainval": 2913}
 
 SPLITS = tuple(SPLIT_SIZES)
 
-LAYOUT = """VOCdevkit/VOC2012/
+LAYOUT = f"""VOCdevkit/VOC2012/
 |-- JPEGImages/                 2007_000033.jpg ...
 |-- SegmentationClass/          2007_000033.png ...  (palette PNGs: index = class, 255 = ignored border)
-`-- ImageSets/Segmentation/     train.txt, val.txt (1,449 ids), trainval.txt"""
+`-- ImageSets/Segmentation/     train.txt, val.txt ({SPLIT_SIZES['val']:,} ids), trainval.txt"""
 
 
 def _candidates(root: Path) -> list[Path]:
