@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the public surface (see the module docstring)
     from .errors import (
         CatalogueError,
         CheckpointFormatError,
+        ClassIdError,
         CheckpointMismatchError,
         CheckpointNotAvailableError,
         ConfigFormatError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # the public surface (see the module docstring)
         DeviceNotAvailableError,
         FolderReadError,
         ForeignConfigError,
+        HubConnectionError,
         ImageReadError,
         IntegrityError,
         InvalidClassesError,

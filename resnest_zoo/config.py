@@ -23,6 +23,7 @@ __all__ = [
     "Preprocessing",
     "ModelConfig",
     "INFERENCE_MODES",
+    "MIN_CLASSES",
     "new_classes",
     "check_class_names",
     "check_palette",
@@ -140,7 +141,7 @@ class ModelConfig:
     dataset: str | None = None
 
     def __post_init__(self) -> None:
-        check_class_names(self.class_names, _check_count(self.num_classes))
+        check_class_names(self.class_names, _check_count(self.num_classes, MIN_CLASSES))
         check_palette(self.palette, self.num_classes)
         if self.inference_mode not in INFERENCE_MODES:
             raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {self.inference_mode!r}")
@@ -197,11 +198,25 @@ class ModelConfig:
 
 # ------------------------------------------------------------------------------------------- classes
 
-def _check_count(num_classes: Any) -> int:
+MIN_CLASSES = 2
+"""The fewest classes a model can have: a softmax over one class is always 1, its cross-entropy always 0, and
+nothing can be learnt; a single kind of object is two classes, background and object."""
+
+
+def _check_count(num_classes: Any, minimum: int = 1) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise InvalidClassesError(
             f"num_classes must be a positive integer, got {num_classes!r} ({type(num_classes).__name__})")
+    if num_classes < minimum:
+        raise _too_few(int(num_classes))
     return int(num_classes)
+
+
+def _too_few(count: int) -> InvalidClassesError:
+    return InvalidClassesError(
+        f"a model needs at least {MIN_CLASSES} classes, got {count}: with one class the softmax is always 1 and the "
+        f"loss always 0, so nothing can be learnt; for one kind of object use 2 classes, background and object "
+        f"(num_classes=2, class_names=['background', 'object'])")
 
 
 def check_class_names(class_names: Any, num_classes: int | None = None) -> tuple[str, ...]:
@@ -262,16 +277,19 @@ def new_classes(num_classes: int | None = None, class_names: Sequence[str] | Non
                 palette: Any = None) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
     """Checked class names and colours for a model with classes of its own.
 
-    ``num_classes`` alone names them ``class_0``, ``class_1`` ...; ``class_names`` alone sets the count; the palette
-    defaults to :func:`generate_palette`. Raises :class:`~resnest_zoo.InvalidClassesError`.
+    ``num_classes`` alone names them ``class_0``, ``class_1`` ...; ``class_names`` alone sets the count (at least
+    :data:`MIN_CLASSES`); the palette defaults to :func:`generate_palette`. Raises
+    :class:`~resnest_zoo.InvalidClassesError`.
     """
     if num_classes is None and class_names is None:
         raise InvalidClassesError("new classes need num_classes or class_names (or both), got neither")
-    count = None if num_classes is None else _check_count(num_classes)
+    count = None if num_classes is None else _check_count(num_classes, MIN_CLASSES)
     if class_names is None:
         names = tuple(f"class_{index}" for index in range(count or 0))
     else:
         names = check_class_names(class_names, count)
+        if len(names) < MIN_CLASSES:
+            raise _too_few(len(names))
     colours = generate_palette(len(names)) if palette is None else check_palette(palette, len(names))
     return names, colours
 

@@ -28,6 +28,8 @@ __all__ = [
     "RuntimeFileError",
     "RuntimeModelMismatchError",
     "OutputConflictError",
+    "HubConnectionError",
+    "ClassIdError",
 ]
 
 
@@ -112,8 +114,19 @@ class FolderReadError(ResNeStZooError, OSError):
 # --- models of one's own: new classes, saved folders (config.json) -------------------------------------------
 
 class InvalidClassesError(ResNeStZooError, ValueError):
-    """``num_classes``, ``class_names`` or ``palette`` that do not describe a set of classes: a count that is not a
-    positive integer, names of another length or repeated, colours that are not ``(classes, 3)`` integers in 0-255."""
+    """``num_classes``, ``class_names`` or ``palette`` that do not describe a set of classes a model can learn: a
+    count that is not an integer of at least 2 (one class leaves nothing to tell apart: use background and object),
+    names of another length or repeated, colours that are not ``(classes, 3)`` integers in 0-255."""
+
+
+class ClassIdError(ResNeStZooError, ValueError):
+    """A training target holding class ids the model does not predict: at least its number of classes, or negative,
+    and not the ignored value. The message gives the values found and the range expected."""
+
+
+class HubConnectionError(ResNeStZooError, ConnectionError):
+    """The Hugging Face Hub could not be reached to share a model: no network, no answer, or offline mode
+    (``RESNEST_ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), under which nothing touches the network."""
 
 
 class PretrainedNotFoundError(ResNeStZooError, FileNotFoundError):
@@ -137,7 +150,8 @@ class ConfigVersionError(ConfigFormatError):
 
 class OptionalDependencyError(ResNeStZooError, ImportError):
     """A feature whose optional dependency is not installed (ONNX Runtime, OpenVINO, onnx); the message names the
-    ``pip install "resnest-zoo[...]"`` extra that provides it."""
+    extra that provides it and the command that installs it (``pip install "resnest-zoo[...]"``, or
+    ``pip install -e "CLONE[...]"`` for a clone of the repository)."""
 
 
 class UnsupportedOpsetError(ResNeStZooError, ValueError):

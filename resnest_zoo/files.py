@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -104,19 +105,40 @@ def atomic_write(path: str | os.PathLike[str], *, unique: bool = True, siblings:
     ``unique=True`` gives every call a name of its own, for files that several processes may write at once (the
     cache); ``unique=False`` a fixed one, for files with one writer, so what a killed run left is overwritten by
     the next. ``siblings``: suffixes of files the writer creates beside the temporary one (OpenVINO writes
-    ``.bin`` beside ``.xml``); they are renamed into place first. The folder is created if missing.
+    ``.bin`` beside ``.xml``); they are renamed into place first. The folder is created if missing. The files
+    get the permissions of any new file (the umask honoured), not whatever their writer chose.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path, unique=unique)
     try:
+        mode = _new_file_mode(temporary)
         yield temporary
         for suffix in siblings:
+            _set_mode(temporary.with_suffix(suffix), mode)
             os.replace(temporary.with_suffix(suffix), path.with_suffix(suffix))
+        _set_mode(temporary, mode)
         os.replace(temporary, path)
     finally:
         for leftover in (temporary, *(temporary.with_suffix(suffix) for suffix in siblings)):
             leftover.unlink(missing_ok=True)
+
+
+def _new_file_mode(temporary: Path) -> int:
+    """Create ``temporary`` empty, as any new file (``0o666`` less the process's umask, or what the folder's default
+    ACL gives), and return its permission bits: the mode the finished file gets, whatever its writer did (some,
+    such as safetensors, write a private ``0o600`` file of their own and rename it over ours)."""
+    temporary.unlink(missing_ok=True)  # what a killed writer left under a fixed name
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return stat.S_IMODE(os.fstat(descriptor).st_mode)
+    finally:
+        os.close(descriptor)
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    if stat.S_IMODE(os.stat(path).st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def check_output(path: str | os.PathLike[str], *, folder: bool = False, what: str = "",
@@ -126,9 +148,9 @@ def check_output(path: str | os.PathLike[str], *, folder: bool = False, what: st
     anonymous file there, so nothing is left behind and nothing is created. ``what`` names the output and ``hint``
     says what to do, in the message."""
     path = Path(path)
-    target = f"{what} into {path}".lstrip() if folder else f"{what} {path}".lstrip()
+    target = f"{what} into {path}".lstrip() if folder else f"the {what} {path}" if what else str(path)
     if path.is_dir() and not folder:
-        raise OutputWriteError(f"cannot write the {target}: it is a folder; give a file name, {hint}")
+        raise OutputWriteError(f"cannot write {target}: it is a folder; give a file name, {hint}")
     if path.exists() and not path.is_dir() and folder:
         raise OutputWriteError(f"cannot write {target}: it is a file, not a folder; {hint}")
     existing = path if folder else path.parent

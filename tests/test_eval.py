@@ -150,8 +150,9 @@ def test_result_prints_a_table_and_the_published_comparison(synthetic_datasets):
     lines = text.splitlines()
     assert lines[0].split() == ["class", "IoU", "Acc", "pixels"] and len(lines) == 2 + 150 + 3
     assert lines[2].startswith("wall ") and any(line.startswith("building ") for line in lines)
-    assert lines[-1] == f"mIoU {100 * result.miou:.2f} (published 46.03, {100 * (result.miou - 0.4603):+.2f})"
-    assert "pixel accuracy" in lines[-2] and "5 images" in lines[-2]
+    assert lines[-1] == (f"mIoU {100 * result.miou:.2f} (published 46.03, {100 * (result.miou - 0.4603):+.2f}; "
+                         f"on 5 of the split's 2,000 images)")  # a copy of 5 images: the comparison says so
+    assert "pixel accuracy" in lines[-2] and "5 images of ade20k val (5 found; the split has 2,000" in lines[-2]
     assert "<table>" in result._repr_html_() and "wall" in result._repr_html_()
     data = json.loads(result.to_json())
     assert data["miou"] == pytest.approx(100 * result.miou) and data["published_miou"] == pytest.approx(46.03)

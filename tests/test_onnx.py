@@ -22,6 +22,7 @@ from resnest_zoo.formats.runtime import FORMAT_KEY, INPUT_NAME, METADATA_KEYS, O
 from resnest_zoo.options import OPSET as DEFAULT_OPSET
 from resnest_zoo.options import OPSETS as SUPPORTED_OPSETS
 from resnest_zoo.errors import OptionalDependencyError, OutputWriteError, UnsupportedOpsetError
+from resnest_zoo.installation import install_command
 
 from deploy_helpers import HEADS, PHOTO, SOURCE_SHA256, reference_logits, small_onnx, small_segmentor, torch_logits
 
@@ -123,7 +124,7 @@ def test_other_bad_arguments(tmp_path):
 
 def test_missing_onnx_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
-    with pytest.raises(OptionalDependencyError, match=r'pip install "resnest-zoo\[onnx\]"') as caught:
+    with pytest.raises(OptionalDependencyError, match=re.escape(install_command("onnx"))) as caught:
         resnest_zoo.export_onnx(small_segmentor("fcn"), tmp_path / "model.onnx")
     assert isinstance(caught.value, ImportError)
 

@@ -3,6 +3,8 @@ OpenVINO reads it), the IR export (``.xml`` + ``.bin``) keeps graph and metadata
 (bfloat16, float16 where the CPU has it) agrees with float32 PyTorch on the labels of a real photograph."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 import resnest_zoo
 from resnest_zoo.formats.runtime import FORMAT_KEY, RUNTIME_FORMAT
 from resnest_zoo.errors import OptionalDependencyError, OutputWriteError
+from resnest_zoo.installation import install_command
 from resnest_zoo.deploy.runtime import OpenVINOBackend, RuntimeModel
 from resnest_zoo.inference.engine import predict
 
@@ -56,9 +59,9 @@ def test_ir_export_refuses_an_unwritable_destination(tmp_path):
 
 def test_missing_openvino_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)
-    with pytest.raises(OptionalDependencyError, match=r'pip install "resnest-zoo\[openvino\]"'):
+    with pytest.raises(OptionalDependencyError, match=re.escape(install_command("openvino"))):
         resnest_zoo.export_openvino(small_segmentor("fcn"), tmp_path / "model.xml")
-    with pytest.raises(OptionalDependencyError, match=r"resnest-zoo\[openvino\]"):
+    with pytest.raises(OptionalDependencyError, match=re.escape(install_command("openvino"))):
         OpenVINOBackend(small_onnx("fcn"))
 
 

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        with _quiet_warnings(getattr(args, "quiet", False)):
+            return int(args.handler(args))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.code)
@@ -126,6 +127,18 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug of resnest-zoo {__version__}: "
               f"please report it with the command that caused it", file=sys.stderr)
         return int(ExitCode.PARTIAL)
+
+
+@contextmanager
+def _quiet_warnings(quiet: bool) -> Iterator[None]:
+    """Under ``-q``, the warnings that only inform are not printed: that a checkpoint is not pinned in the catalogue
+    (checked against the digest of its first download), which every command using it would repeat."""
+    with warnings.catch_warnings():
+        if quiet:
+            from ..weights.integrity import UnpinnedCheckpointWarning
+
+            warnings.simplefilter("ignore", UnpinnedCheckpointWarning)
+        yield
 
 
 def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..catalogue import catalogue
+from ..installation import install_command
 from ..naming import HUB_PREFIX, ModelName
 from ..options import OPSET, OPSETS, PRECISIONS
 from .common import (
@@ -186,7 +187,7 @@ def register(add) -> None:
                    help="safetensors: the checkpoint's model tensors (default); onnx: NAME.onnx; openvino: NAME.xml + "
                         "NAME.bin -- logits at the input size, batch/height/width dynamic, classes, palette, "
                         "mean/std, resize rule and the checkpoint's sha256 in the metadata (needs "
-                        "pip install \"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\")")
+                        f"{install_command('onnx')} or {install_command('openvino')})")
     p.add_argument("--opset", type=int, help=f"ONNX opset for --format onnx/openvino (default {OPSET}; "
                                              f"{OPSETS.start} to {OPSETS.stop - 1})")
     p.add_argument("--dtype", choices=PRECISIONS,

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..installation import install_command
 from ..options import ALPHA, BACKENDS, BATCH_SIZE, MASK_FORMATS, WRITERS
 from .common import (
     CommandError,
@@ -144,8 +145,8 @@ FP16_HELP = ("half precision: float16 on CUDA, bfloat16 (or float16) where the C
              "(refused elsewhere)")
 DEVICE_HELP = "cuda, cuda:1, cpu ... (default: cuda when available; under torchrun the GPU of LOCAL_RANK)"
 BACKEND_HELP = ("who runs the network: PyTorch (default), or ONNX Runtime / OpenVINO on the CPU (the checkpoint "
-                "exported at load, or --runtime-file); same preprocessing and masks. Needs pip install "
-                "\"resnest-zoo[onnx]\" or \"resnest-zoo[openvino]\"")
+                "exported at load, or --runtime-file); same preprocessing and masks. Needs "
+                f"{install_command('onnx')} or {install_command('openvino')}")
 
 
 def register(add) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from .annotations import REFERENCE_IGNORE, DatasetReader, LabelMapping, Sample, check_pairs, files_under
 from .info import DatasetInfo
 
-__all__ = ["INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "SPLITS", "LAYOUT", "READER"]
+__all__ = ["INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "SPLIT_SIZES", "SPLITS", "LAYOUT", "READER"]
 
 CLASS_NAMES = (
     'wall',
@@ -196,12 +196,15 @@ CLSID2LABEL = {0: REFERENCE_IGNORE, **{i: i - 1 for i in range(1, len(CLASS_NAME
 
 LABELS = LabelMapping.from_table(len(CLASS_NAMES), CLSID2LABEL, "values 0 (other, ignored) and 1-150 (classes)")
 
-SPLITS = ("train", "val")
+SPLIT_SIZES = {"train": 20210, "val": 2000}
+"""Images in each split as ADEChallengeData2016 publishes it."""
+
+SPLITS = tuple(SPLIT_SIZES)
 _FOLDERS = {"train": "training", "val": "validation"}
 
-LAYOUT = """ADEChallengeData2016/
-|-- images/{training,validation}/         ADE_val_00000001.jpg ...  (val: 2,000 images)
-`-- annotations/{training,validation}/    ADE_val_00000001.png ...  (0 = other, ignored; 1-150 = classes)"""
+LAYOUT = f"""ADEChallengeData2016/
+|-- images/{{training,validation}}/         ADE_val_00000001.jpg ...  (val: {SPLIT_SIZES['val']:,} images)
+`-- annotations/{{training,validation}}/    ADE_val_00000001.png ...  (0 = other, ignored; 1-150 = classes)"""
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -225,4 +228,4 @@ def _list_split(root: Path, split: str) -> list[Sample]:
     return check_pairs(samples, orphans, what=str(image_dir))
 
 
-READER = DatasetReader(INFO, LABELS, SPLITS, LAYOUT, _candidates, _is_root, _list_split)
+READER = DatasetReader(INFO, LABELS, SPLIT_SIZES, LAYOUT, _candidates, _is_root, _list_split)

@@ -121,17 +121,23 @@ class Sample:
 
 @dataclass(frozen=True)
 class DatasetReader:
-    """How one dataset is laid out on disk: its split names, its folder tree (for messages and README), where to
-    look for it under the folder a user gives, and how to list a split's :class:`Sample` s."""
+    """How one dataset is laid out on disk: its splits and how many images each has as published, its folder tree
+    (for messages and README), where to look for it under the folder a user gives, and how to list a split's
+    :class:`Sample` s."""
 
     info: DatasetInfo
     labels: LabelMapping
-    splits: tuple[str, ...]
+    split_sizes: Mapping[str, int]
     layout: str
     candidates: Callable[[Path], list[Path]]
     is_root: Callable[[Path], bool]
     list_split: Callable[[Path, str], list[Sample]]
     annotations: Mapping[str, LabelMapping] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split names, in the dataset's own order."""
+        return tuple(self.split_sizes)
 
     def locate(self, data_root: str | os.PathLike[str]) -> Path:
         """The dataset's root folder: ``data_root`` itself or one of its usual parents' children."""

@@ -8,7 +8,7 @@ from .info import DatasetInfo
 
 __all__ = [
     "INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "TRAIN_ID_LABELS", "TRAIN_ID_TO_LABEL_ID",
-    "LABEL_ID_PALETTE", "SPLITS", "LAYOUT", "READER", "IMAGE_SUFFIX",
+    "LABEL_ID_PALETTE", "SPLIT_SIZES", "SPLITS", "LAYOUT", "READER", "IMAGE_SUFFIX",
 ]
 
 CLASS_NAMES = (
@@ -71,13 +71,16 @@ LABEL_ID_PALETTE = (
 """Colour of each label id 0-33, then of the license plate (id -1), as the reference's ``formatresults`` draws
 label-id files (cityscapesscripts' ``id2label`` colours)."""
 
-SPLITS = ("train", "val")
+SPLIT_SIZES = {"train": 2975, "val": 500}
+"""Images in each split of the finely annotated set as Cityscapes publishes it (``gtFine``)."""
+
+SPLITS = tuple(SPLIT_SIZES)
 IMAGE_SUFFIX = "_leftImg8bit.png"
 _ANNOTATION_SUFFIXES = ("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")  # preferred first
 
-LAYOUT = """cityscapes/
-|-- leftImg8bit/{train,val}/<city>/   frankfurt_000000_000294_leftImg8bit.png ...  (val: 500 images)
-`-- gtFine/{train,val}/<city>/        frankfurt_000000_000294_gtFine_labelIds.png ...
+LAYOUT = f"""cityscapes/
+|-- leftImg8bit/{{train,val}}/<city>/   frankfurt_000000_000294_leftImg8bit.png ...  (val: {SPLIT_SIZES['val']:,} images)
+`-- gtFine/{{train,val}}/<city>/        frankfurt_000000_000294_gtFine_labelIds.png ...
                                       (or *_gtFine_labelTrainIds.png made by cityscapesscripts)"""
 
 
@@ -106,5 +109,5 @@ def _list_split(root: Path, split: str) -> list[Sample]:
     return check_pairs(samples, orphans, what=str(image_dir))
 
 
-READER = DatasetReader(INFO, LABELS, SPLITS, LAYOUT, _candidates, _is_root, _list_split,
+READER = DatasetReader(INFO, LABELS, SPLIT_SIZES, LAYOUT, _candidates, _is_root, _list_split,
                        annotations={"_gtFine_labelTrainIds.png": TRAIN_ID_LABELS, "_gtFine_labelIds.png": LABELS})

@@ -7,7 +7,7 @@ from ..errors import DatasetError
 from .annotations import REFERENCE_IGNORE, DatasetReader, LabelMapping, Sample, check_pairs
 from .info import DatasetInfo
 
-__all__ = ["INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "SPLITS", "LAYOUT", "READER"]
+__all__ = ["INFO", "CLASS_NAMES", "PALETTE", "CLSID2LABEL", "LABELS", "SPLIT_SIZES", "SPLITS", "LAYOUT", "READER"]
 
 CLASS_NAMES = (
     '__background__',
@@ -47,12 +47,15 @@ CLSID2LABEL = {255: REFERENCE_IGNORE}
 
 LABELS = LabelMapping.from_table(len(CLASS_NAMES), CLSID2LABEL, "values 0-20 (classes) and 255 (ignored border)")
 
-SPLITS = ("train", "val", "trainval")
+SPLIT_SIZES = {"train": 1464, "val": 1449, "trainval": 2913}
+"""Images in each split as VOC 2012 publishes it (``ImageSets/Segmentation``)."""
 
-LAYOUT = """VOCdevkit/VOC2012/
+SPLITS = tuple(SPLIT_SIZES)
+
+LAYOUT = f"""VOCdevkit/VOC2012/
 |-- JPEGImages/                 2007_000033.jpg ...
 |-- SegmentationClass/          2007_000033.png ...  (palette PNGs: index = class, 255 = ignored border)
-`-- ImageSets/Segmentation/     train.txt, val.txt (1,449 ids), trainval.txt"""
+`-- ImageSets/Segmentation/     train.txt, val.txt ({SPLIT_SIZES['val']:,} ids), trainval.txt"""
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -73,4 +76,4 @@ def _list_split(root: Path, split: str) -> list[Sample]:
     return check_pairs(samples, what=str(split_file))
 
 
-READER = DatasetReader(INFO, LABELS, SPLITS, LAYOUT, _candidates, _is_root, _list_split)
+READER = DatasetReader(INFO, LABELS, SPLIT_SIZES, LAYOUT, _candidates, _is_root, _list_split)

@@ -2,7 +2,8 @@
 provides each, imported only when used.
 
 ``import resnest_zoo`` and the PyTorch path never import them; asking for one that is missing raises
-:class:`~resnest_zoo.errors.OptionalDependencyError` naming the ``pip install`` that provides it.
+:class:`~resnest_zoo.errors.OptionalDependencyError` naming the ``pip install`` that provides it (for a published
+package or a clone, as :mod:`resnest_zoo.installation` says).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib
 from types import ModuleType
 
 from ..errors import OptionalDependencyError
+from ..installation import install_command
 
 __all__ = ["EXTRAS", "require"]
 
@@ -26,4 +28,4 @@ def require(module: str, purpose: str) -> ModuleType:
     except ImportError as exc:
         raise OptionalDependencyError(
             f"{purpose} needs the {module!r} package, which is not installed ({exc}); install it with "
-            f'pip install "resnest-zoo[{EXTRAS[module]}]"') from None
+            f"{install_command(EXTRAS[module])}") from None

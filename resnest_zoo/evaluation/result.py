@@ -32,6 +32,11 @@ class EvaluationResult:
         seconds: wall-clock time of the evaluation (loading, inference and metric, on rank 0).
         published_miou: the mIoU published for the checkpoint (fraction), or None.
         protocol: how the predictions were made (resize, mode, scales, flip, dtype, batch size, processes).
+        images_found: how many images of the split were found in the data folder (``images`` is fewer with
+            ``limit``); None when not known.
+        published_images: how many images the split has as its dataset publishes it (VOC val 1,449, ADE20K val
+            2,000, Cityscapes val 500), or None: a copy with fewer is partial, and its mIoU is not the published
+            protocol's.
     """
 
     model: str
@@ -43,6 +48,8 @@ class EvaluationResult:
     seconds: float
     published_miou: float | None = None
     protocol: dict[str, Any] = field(default_factory=dict)
+    images_found: int | None = None
+    published_images: int | None = None
 
     @cached_property
     def metrics(self) -> SegmentationMetrics:
@@ -84,19 +91,37 @@ class EvaluationResult:
         return [(name.split(",")[0], _percent(iou), _percent(acc), str(int(pixels)))
                 for name, iou, acc, pixels in zip(self.class_names, self.iou, self.accuracy, self.metrics.labelled)]
 
+    @property
+    def partial(self) -> bool:
+        """Whether fewer images were used than the split has as published (a partial copy, or ``limit``)."""
+        return self.published_images is not None and self.images != self.published_images
+
     def summary(self) -> str:
-        """``mIoU 80.12 (published 80.30, -0.18)``: the line to compare with the model table."""
+        """``mIoU 80.12 (published 80.30, -0.18)``: the line to compare with the model table; on fewer images than
+        the published split it says on how many (``; on 450 of the split's 500 images``)."""
         line = f"mIoU {_percent(self.miou)}"
         if self.published_miou is not None:
-            line += f" (published {100 * self.published_miou:.2f}, {100 * self.difference:+.2f})"
+            line += f" (published {100 * self.published_miou:.2f}, {100 * self.difference:+.2f}"
+            line += f"; on {self.images} of the split's {self.published_images:,} images)" if self.partial else ")"
         return line
 
+    def image_counts(self) -> str:
+        """``450 images of cityscapes val (450 found; the split has 500 as published)``: how many images were
+        used, found and published, so that a partial copy shows."""
+        counts = []
+        if self.images_found is not None:
+            counts.append(f"the first {self.images} of {self.images_found} found" if self.images != self.images_found
+                          else f"{self.images_found} found")
+        if self.published_images is not None:
+            counts.append(f"the split has {self.published_images:,} as published")
+        shown = f" ({'; '.join(counts)})" if counts else ""
+        return f"{self.images} images of {self.dataset} {self.split}{shown}"
+
     def details(self) -> str:
-        """Mean accuracy, pixel accuracy, images, time and protocol, on one line."""
+        """Mean accuracy, pixel accuracy, images (used, found, published), time and protocol, on one line."""
         protocol = ", ".join(f"{key} {value}" for key, value in self.protocol.items())
         return (f"mean accuracy {_percent(self.mean_accuracy)}, pixel accuracy {_percent(self.pixel_accuracy)}; "
-                f"{self.images} images of {self.dataset} {self.split} in {self.seconds:.1f} s "
-                f"({self.images_per_second:.2f} images/s); {protocol}")
+                f"{self.image_counts()} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s); {protocol}")
 
     def __str__(self) -> str:
         header = ("class", "IoU", "Acc", "pixels")
@@ -124,6 +149,7 @@ class EvaluationResult:
         percent = lambda value: None if math.isnan(value) else 100 * float(value)  # noqa: E731
         return {
             "model": self.model, "dataset": self.dataset, "split": self.split, "images": self.images,
+            "images_found": self.images_found, "published_images": self.published_images,
             "seconds": self.seconds, "miou": percent(self.miou), "mean_accuracy": percent(self.mean_accuracy),
             "pixel_accuracy": percent(self.pixel_accuracy),
             "published_miou": None if self.published_miou is None else 100 * self.published_miou,

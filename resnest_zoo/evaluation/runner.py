@@ -90,7 +90,8 @@ def evaluate(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive whole number of images, got {limit!r}")
     reader = READERS[key]
-    samples = reader.samples(data_root, split)[:limit]
+    found = reader.samples(data_root, split)
+    samples = found[:limit]
     ranks = ranks_from_environment()
     mine = shard(samples, ranks)
     check_sizes(mine)
@@ -127,4 +128,5 @@ def evaluate(
     }
     name = f"{entry.segmentor}/{entry.dataset}" if entry is not None else type(model).__name__
     return EvaluationResult(name, key, split, tuple(plan.config.class_names), confusion.numpy(), len(samples),
-                            time.perf_counter() - started, published, protocol)
+                            time.perf_counter() - started, published, protocol, images_found=len(found),
+                            published_images=reader.split_sizes.get(split))

@@ -27,6 +27,7 @@ from typing import Any
 from .._version import __version__
 from ..config import ModelConfig
 from ..errors import RuntimeFileError, RuntimeModelMismatchError
+from ..installation import upgrade_command
 
 __all__ = [
     "FORMAT_KEY",
@@ -110,7 +111,8 @@ def parse_metadata(values: Mapping[str, str], *, where: str) -> RuntimeMetadata:
             f"`resnest-zoo export SEGMENTOR DATASET --format onnx`")
     if marker != RUNTIME_FORMAT:
         raise RuntimeFileError(f"{where} is in resnest_zoo runtime format {marker!r}, this version reads "
-                               f"{RUNTIME_FORMAT!r}; export it again with this version, or upgrade resnest_zoo")
+                               f"{RUNTIME_FORMAT!r}; export it again with this version, or upgrade resnest_zoo "
+                               f"({upgrade_command()})")
     missing = [key for key in METADATA_KEYS if key not in values]
     if missing:
         raise RuntimeFileError(f"{where} carries the resnest_zoo marker but lacks the metadata {missing}; "

@@ -39,6 +39,7 @@ from .._version import __version__
 from ..catalogue import DATASET_KEYS, SEGMENTORS, CheckpointEntry, get_entry
 from ..config import ModelConfig, check_fields
 from ..errors import ConfigFormatError, ConfigVersionError, ForeignConfigError, InvalidClassesError
+from ..installation import upgrade_command
 
 __all__ = [
     "LIBRARY_NAME",
@@ -151,7 +152,7 @@ def parse_record(text: str, where: str) -> SavedModel:
         raise ConfigVersionError(
             f"{where} is in format {version} (written by resnest_zoo {document.get('library_version', '?')}), but this "
             f"resnest_zoo {__version__} reads format {FORMAT_VERSION} and older: upgrade it "
-            "(pip install --upgrade resnest-zoo) to load this model")
+            f"({upgrade_command()}) to load this model")
     try:
         return _parse_fields(document)
     except (ConfigFormatError, InvalidClassesError) as exc:

@@ -17,7 +17,8 @@
   trusted: the outputs themselves say what is done.
 * **Manifest**: ``manifest.jsonl`` in the output folder (``manifest.rank<N>.jsonl`` per process under torchrun),
   appended to by every run: one JSON object per input and run, ``{"input", "outputs", "status", "error"}`` with
-  status ``done``, ``skipped`` (already done) or ``failed`` (and the reason).
+  status ``done``, ``skipped`` (already done) or ``failed`` (and the reason); ``input`` is absolute, ``outputs``
+  are relative to the output folder (:class:`Manifest`).
 * **Bad inputs** (missing, unreadable, empty, truncated, not an image, decompression bomb) are reported once,
   recorded and skipped; an output that cannot be written (permissions, full disk) stops the run with
   :class:`~resnest_zoo.OutputWriteError`, leaving every finished output in place.
@@ -85,10 +86,15 @@ class BatchSummary:
 
 
 class Manifest:
-    """An append-only JSON-lines record of a run's inputs; lines are flushed as they are written."""
+    """An append-only JSON-lines record of a run's inputs; lines are flushed as they are written.
+
+    Each line's ``input`` is the input's absolute path (as given, links not resolved) and its ``outputs`` are relative
+    to the manifest's own folder, the output folder: the record means the same from any working directory, and
+    stays true when the output folder is moved or copied with its manifest."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._folder = Path(os.path.abspath(path.parent))
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +103,9 @@ class Manifest:
             raise OutputWriteError(f"cannot write the manifest {path}: {exc.strerror or exc}") from None
 
     def record(self, path: Path, outputs: Sequence[Path], status: str, error: str | None = None) -> None:
-        line = json.dumps({"input": str(path), "outputs": [str(p) for p in outputs], "status": status,
-                           "error": error}, ensure_ascii=False)
+        line = json.dumps({"input": os.path.abspath(path),
+                           "outputs": [os.path.relpath(os.path.abspath(p), self._folder) for p in outputs],
+                           "status": status, "error": error}, ensure_ascii=False)
         with self._lock:
             try:
                 self._handle.write(line + "\n")

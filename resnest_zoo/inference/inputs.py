@@ -11,7 +11,8 @@ every output lands inside the output folder, and the outputs keep the inputs' fo
   walk): the matching image files, sorted, named by their path below the pattern's fixed leading folder;
 * a list file (``--list FILE``): one path per line (UTF-8, a byte-order mark allowed; blank lines and lines starting
   with ``#`` skipped; relative paths are relative to the list's folder), in the list's order, each normalised
-  (``a/../b`` is ``b``) and named by its path below the deepest folder that holds every listed file -- so a list
+  (``a/../b`` is ``b``; after a symbolic link, ``..`` is its target's parent, as the system reads the path) and
+  named by its path below the deepest folder that holds every listed file -- so a list
   of files below one folder names them as that folder's tree, and files outside the list's folder are named
   from the folder they share with the rest.
 
@@ -69,8 +70,19 @@ def read_list_file(list_file: str | os.PathLike[str]) -> list[Path]:
             line = line.strip()
             if line and not line.startswith("#"):
                 path = Path(line).expanduser()
-                paths.append(Path(os.path.normpath(path if path.is_absolute() else base / path)))
+                paths.append(_normalised(path if path.is_absolute() else base / path))
     return paths
+
+
+def _normalised(path: Path) -> Path:
+    """``path`` without ``.`` or ``..``, naming the file the system would open: ``a/../b`` is ``b`` when ``a`` is a
+    folder, but when ``a`` is a symbolic link ``..`` is the parent of its target, as for any program reading the
+    path (so the folders before a ``..`` are resolved; a path without ``..`` keeps its links' names)."""
+    if ".." not in path.parts:
+        return Path(os.path.normpath(path))
+    if path.name in ("", ".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _named_below(files: Iterable[Path], base: Path) -> list[tuple[Path, PurePosixPath]]:

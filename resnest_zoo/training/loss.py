@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ClassIdError
 from ..models.segmentor import TrainingOutput
 from .recipe import AUXILIARY_LOSS_WEIGHT, IGNORE_INDEX
 
@@ -30,6 +31,10 @@ def segmentation_loss(
     Returns:
         A scalar: each cross-entropy is the mean over the pixels not ignored, as the reference computes it
         (``NaN`` when every pixel of the batch is ignored, as there).
+
+    Raises:
+        ClassIdError: ``target`` holds a class id the logits have no channel for (``K`` or more, or negative) other
+            than ``ignore_index``.
     """
     logits, auxiliary = (output.logits, output.auxiliary_logits) if isinstance(output, TrainingOutput) else (output, None)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
@@ -38,6 +43,7 @@ def segmentation_loss(
         raise ValueError(f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])} class ids for logits "
                          f"{tuple(logits.shape)}, got {tuple(target.shape)}")
     target = target.long()
+    _check_class_ids(target, logits.shape[1], ignore_index)
     loss = F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
     if auxiliary is not None:
         loss = loss + auxiliary_weight * F.cross_entropy(auxiliary.float(), target, ignore_index=ignore_index)
@@ -46,3 +52,15 @@ def segmentation_loss(
 
 def _shape(value: object) -> str:
     return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _check_class_ids(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """:class:`ClassIdError` unless every value of ``target`` is a class id ``0..num_classes-1`` or ``ignore_index``
+    (cross-entropy would fail with an IndexError on the CPU, and a device-side assert on a GPU)."""
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        values = torch.unique(target[bad]).tolist()
+        shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
+        raise ClassIdError(f"target holds class id(s) {shown}, but the model predicts {num_classes} classes (ids "
+                           f"0-{num_classes - 1}, and {ignore_index} for pixels to ignore); remap the masks to those "
+                           f"ids, or give the model as many classes as the masks have (num_classes=)")
