@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
 
 from .errors import ConfigurationError
 from .options import MAX_RETRY_DELAY
@@ -35,6 +36,7 @@ __all__ = [
     "LAUNCHER_VARIABLES",
     "flag",
     "text",
+    "location",
     "number",
 ]
 
@@ -94,6 +96,23 @@ def flag(variable: Variable) -> bool:
 def text(variable: Variable) -> str | None:
     """A free-text variable (a path or a URL), or None when unset or empty."""
     return variable.raw()
+
+
+def location(variable: Variable) -> str | None:
+    """A base URL or a folder: an http(s) URL as given, or the path of an existing folder (``file://`` URLs name
+    folders); None when unset. Anything else (``ftp://...``, a folder that does not exist) raises
+    :class:`ConfigurationError` saying why."""
+    value = variable.raw()
+    if value is None or value.startswith(("http://", "https://")):
+        return value
+    folder = os.path.expanduser(unquote(urlparse(value).path) if value.startswith("file://") else value)
+    if os.path.isdir(folder):
+        return folder
+    why = f"{value.split('://')[0]}:// is not supported" if "://" in value and not value.startswith("file://") else \
+        f"there is no folder {folder}"
+    raise ConfigurationError(f"environment variable {variable.name}={os.environ.get(variable.name)!r} is neither an "
+                             f"http(s) URL nor an existing folder ({why}): give a base URL (https://HOST/PATH) or the "
+                             "folder holding the published files, or unset it")
 
 
 def number(variable: Variable, default: float, kind: type = float, *, minimum: float = 0) -> float:

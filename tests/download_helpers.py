@@ -40,11 +40,12 @@ RELEASE = ("SegmentationBLWX", "modelstore", "ssseg_resnest")  # owner, reposito
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """A clean environment: no resnest_zoo variables, a private default cache, and name resolution that
-    fails for every host but 127.0.0.1 (so no test can reach the internet, and DNS failures are testable)."""
+    """A clean environment: no resnest_zoo variables but quick retries, a private default cache, and name resolution
+    that fails for every host but 127.0.0.1 (so no test can reach the internet, and DNS failures are testable)."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RESNEST_ZOO_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("RESNEST_ZOO_RETRY_DELAY", "0.01")  # a failed lookup is retried like any failure: quickly here
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     real_getaddrinfo = socket.getaddrinfo
 

@@ -12,8 +12,7 @@ Accepted layouts (all found in the wild for these models):
 anything is refused (:class:`UnsafeCheckpointError`) before any of its code runs. Zip-format files are
 memory-mapped, so the optimizer state of a training file is never read into memory. A file that is none of
 these (an HTML error page, random bytes, an empty or truncated file) raises :class:`CheckpointFormatError`
-saying what it holds. :func:`check_fits` is the strict-load check, on the meta device, that a file's tensors
-fit a catalogue entry: downloads pass it before they are trusted, and ``export`` before it writes.
+saying what it holds. Whether the tensors fit a model is :mod:`resnest_zoo.models.strict`'s question.
 """
 from __future__ import annotations
 

@@ -1,14 +1,11 @@
-"""Digests: hashing files, what a file must be (:class:`Expected`), the one size-then-digest check, and the
-digest records kept for entries not yet pinned.
+"""Digests and trust: hashing files, what a file must be (:class:`Expected`), the one size-then-digest check, and the
+records of first downloads.
 
-Trust rules (applied by :mod:`resnest_zoo.weights.obtain`), strongest first:
-
-* a *pin* -- the catalogue's ``sha256`` or one given by the caller -- always decides;
-* else the *publisher's* digest and size, read from the GitHub release API (:mod:`resnest_zoo.weights.release`);
-* else the *record* of the file's first complete download (``<file>.sha256``, ``sha256sum`` format), written
-  only once that file passed every check (digest, size, and reading safely as a checkpoint that fits its
-  entry), so a bad first download is never trusted. Every later read is checked against it (trust on first use,
-  said once per process by an :class:`UnpinnedCheckpointWarning`).
+Trust, strongest first (applied by :mod:`.obtain`): a *pin* (the catalogue's ``sha256`` or the caller's) decides;
+else the *publisher's* size and digest (:mod:`.release`); else the *record* of the file's first download
+(``<file>.sha256``, ``sha256sum`` format), written only once that file passed every check, so a bad first download is
+never trusted; every later use is checked against it (trust on first use, said once per process by an
+:class:`UnpinnedCheckpointWarning`).
 """
 from __future__ import annotations
 
@@ -22,31 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..distributed import ranks_from_environment
 from ..errors import IntegrityError
+from ..files import atomic_write
 from . import cache
 
-__all__ = [
-    "FileDigest",
-    "Expected",
-    "UnpinnedCheckpointWarning",
-    "hash_file",
-    "sha256_file",
-    "verify",
-    "mismatch",
-    "check_digest",
-    "normalise_sha256",
-    "read_record",
-    "write_record",
-    "warn_first_use",
-]
+__all__ = ["FileDigest", "Expected", "UnpinnedCheckpointWarning", "hash_file", "sha256_file", "verify", "mismatch",
+           "check_digest", "normalise_sha256", "read_record", "write_record", "warn_first_use"]
 
-CHUNK_SIZE = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _first_use_warned = False
 
 
 class UnpinnedCheckpointWarning(UserWarning):
-    """A checkpoint is checked against the digest of its first download only: no pin and no publisher's digest."""
+    """A checkpoint is checked against the digest of its first download only; ``reason`` says why no pin or digest
+    of its publisher decides."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -63,23 +54,23 @@ class FileDigest:
 
 @dataclass(frozen=True)
 class Expected:
-    """What a file must be: its sha256 and size where known, and where each requirement comes from (for
-    messages). ``first_use`` marks a digest that is only the record of a first download."""
+    """What a file must be: its sha256 and size where known, and where each requirement comes from (for messages).
+    ``unpinned`` says why only the record of a first download vouches for it (empty: a pin or the publisher does)."""
 
     sha256: str | None = None
     digest_from: str = ""
     size: int | None = None
     size_from: str = ""
-    first_use: bool = False
+    unpinned: str = ""
 
 
 def hash_file(path: str | os.PathLike[str], *, into: BinaryIO | None = None,
               on_chunk: Callable[[int], Any] | None = None) -> Any:
-    """The running sha256 (a ``hashlib`` object) of a file read in 1 MiB chunks; each chunk is also written to
-    ``into`` and its length passed to ``on_chunk`` when given (copying and hashing in one read)."""
+    """The running sha256 (a ``hashlib`` object) of a file read in 1 MiB chunks, each also written to ``into`` and
+    its length passed to ``on_chunk`` when given (copying and hashing in one read)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
             if into is not None:
                 into.write(chunk)
@@ -94,24 +85,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def verify(path: str | os.PathLike[str]) -> FileDigest:
-    """The sha256 digest and size of ``path``: what to put in the catalogue to pin a checkpoint.
-
-    >>> d = verify("fcn_resnest101os8_voc_train.pth")        # doctest: +SKIP
-    >>> print(d.sha256, d.size)                               # doctest: +SKIP
-    """
+    """The sha256 digest and size of ``path``: what to put in the catalogue to pin a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cannot compute the digest of {str(path)!r}: no such file")
-    return FileDigest(path=path, sha256=sha256_file(path), size=path.stat().st_size)
+    return FileDigest(path, sha256_file(path), path.stat().st_size)
 
 
-def mismatch(sha256: str, size: int, expected: Expected) -> str | None:
-    """Why a file with this digest and size is not the expected one (size first, then digest), or None."""
-    if expected.size is not None and size != expected.size:
+def mismatch(sha256: str, size: int | None, expected: Expected) -> str | None:
+    """Why a file with this digest and size (None: not checked) is not the expected one, size first, or None."""
+    if expected.size is not None and size is not None and size != expected.size:
         return f"size mismatch: expected {expected.size} bytes ({expected.size_from}), found {size}"
     if expected.sha256 is not None and sha256 != expected.sha256:
-        return (f"digest mismatch: sha256 expected {expected.sha256} ({expected.digest_from}), found {sha256} "
-                f"({size} bytes)")
+        found = f"{sha256} ({size} bytes)" if size is not None else sha256
+        return f"digest mismatch: sha256 expected {expected.sha256} ({expected.digest_from}), found {found}"
     return None
 
 
@@ -131,10 +118,8 @@ def normalise_sha256(value: str, *, what: str = "sha256") -> str:
 
 
 def read_record(path: Path) -> str | None:
-    """The digest recorded for ``path`` (see the module docstring), or None when there is no record.
-
-    A record that cannot be parsed raises :class:`IntegrityError`: it is never silently replaced.
-    """
+    """The digest recorded for ``path``, or None without a record; a damaged record raises :class:`IntegrityError`
+    (it is never silently replaced)."""
     record = cache.record_path(path)
     try:
         text = record.read_text(encoding="utf-8")
@@ -142,16 +127,16 @@ def read_record(path: Path) -> str | None:
         return None
     fields = text.split()
     if not fields or not _HEX64.fullmatch(fields[0]):
-        raise IntegrityError(
-            f"the digest record {record} is damaged (expected '<sha256>  {path.name}', found {text[:100]!r}): delete "
-            f"{record} and {path}, and the file will be downloaded and checked again"
-        )
+        raise IntegrityError(f"the digest record {record} is damaged (expected '<sha256>  {path.name}', found "
+                             f"{text[:100]!r}): delete {record} and {path}, and the file will be downloaded and checked "
+                             "again")
     return fields[0]
 
 
-def write_record(path: Path, sha256: str) -> Path:
-    """Record ``sha256`` as the digest of ``path``, atomically, in ``sha256sum -c`` format."""
-    return cache.write_text(cache.record_path(path), f"{sha256}  {path.name}\n")
+def write_record(path: Path, sha256: str) -> None:
+    """Record ``sha256`` as the digest of ``path`` (atomically, in ``sha256sum -c`` format)."""
+    with atomic_write(cache.record_path(path)) as temporary:
+        temporary.write_text(f"{sha256}  {path.name}\n", encoding="utf-8")
 
 
 def _outside_caller() -> int:
@@ -162,21 +147,12 @@ def _outside_caller() -> int:
     return level
 
 
-def warn_first_use(filename: str, sha256: str, *, url: str | None = None, reason: str | None = None) -> None:
-    """Warn, once per process, that a checkpoint is checked only against the digest of its first download
-    (no pin, and no digest from its publisher: ``reason`` says why), or was given as a ``url`` without sha256=."""
+def warn_first_use(filename: str, reason: str) -> None:
+    """Say in one line, once per process and on rank 0 only (under torchrun), that ``filename`` is checked against the
+    digest of its first download only; ``reason`` (why no pin or publisher's digest decides) rides on the warning."""
     global _first_use_warned
-    if _first_use_warned:
+    if _first_use_warned or not ranks_from_environment().is_main:
         return
     _first_use_warned = True
-    if url:
-        what = f"{filename} from {url} was given without sha256="
-    else:
-        what = f"{filename} is not pinned in the catalogue and no digest from its publisher is known"
-        what += f" ({reason})" if reason else ""
-    warnings.warn(
-        f"{what}: it is checked against the digest of its first download (sha256 {sha256}) only. Pass sha256= to "
-        "check it against a digest you trust. (Said once per process.)",
-        UnpinnedCheckpointWarning,
-        stacklevel=_outside_caller(),
-    )
+    message = f"{filename} not pinned: checked against the digest of its first download; pin it with sha256="
+    warnings.warn(UnpinnedCheckpointWarning(message, reason), stacklevel=_outside_caller())

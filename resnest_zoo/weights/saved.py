@@ -12,15 +12,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..errors import CheckpointNotAvailableError, IntegrityError, PretrainedNotFoundError
 from ..formats.saved_model import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, SavedModel, parse_record
 from ..naming import HUB_PREFIX
-from ..progress import interactive
+from ..progress import interactive, progress_bar
 from .integrity import sha256_file
 from .settings import SourceSettings
 from .transfer import TransferError
@@ -43,12 +42,6 @@ class HubFileMissing(TransferError):
     """The Hub answered that the repository, the revision or the file does not exist (or is private)."""
 
 
-class _SilentTqdm(tqdm):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
 def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
              token: str | None = None, progress: bool = False) -> Path:
     """One file of a Hub repository, through huggingface_hub's cache (offline: from that cache alone).
@@ -69,7 +62,7 @@ def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision:
         return Path(hf_hub_download(
             repo_id, filename, revision=revision, token=token, cache_dir=settings.hf_cache_dir,
             endpoint=settings.hf_endpoint, local_files_only=settings.offline, library_name=LIBRARY_NAME,
-            library_version=__version__, tqdm_class=None if progress and interactive() else _SilentTqdm))
+            library_version=__version__, tqdm_class=partial(progress_bar, enabled=progress)))  # type: ignore[arg-type]
     except LocalEntryNotFoundError as exc:  # offline, unreachable, or a server without the Hub's error headers
         status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
         if status in (401, 403, 404):

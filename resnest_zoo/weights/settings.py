@@ -33,7 +33,7 @@ class SourceSettings:
         """Settings from the environment (see :mod:`resnest_zoo.environment`), then ``overrides``."""
         values: dict[str, object] = {
             "offline": environment.flag(environment.OFFLINE) or environment.flag(environment.HF_OFFLINE),
-            "mirror": environment.text(environment.MIRROR),
+            "mirror": environment.location(environment.MIRROR),
             "policy": RetryPolicy.from_env(),
             "github_api": environment.text(environment.GITHUB_API) or DEFAULT_API,
             "github_token": environment.text(environment.GITHUB_TOKEN),
