@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from .errors import ConfigurationError
+from .options import GITHUB_API as GITHUB_API_DEFAULT
 from .options import MAX_RETRY_DELAY
 from .options import RETRIES as RETRIES_DEFAULT
 from .options import RETRY_DELAY as RETRY_DELAY_DEFAULT
@@ -66,7 +67,7 @@ RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY", f"backoff factor in seconds: r
                                                   f"at most {MAX_RETRY_DELAY:g} s (default {RETRY_DELAY_DEFAULT:g})")
 TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", f"network timeout in seconds (default {TIMEOUT_DEFAULT:g})")
 GITHUB_API = Variable("RESNEST_ZOO_GITHUB_API", "GitHub API base URL asked for release assets' size and digest "
-                      "(default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)")
+                      f"(default {GITHUB_API_DEFAULT}; GitHub Enterprise: https://HOST/api/v3)")
 GITHUB_TOKEN = Variable("GITHUB_TOKEN", "token sent to that API when set (unauthenticated calls: 60 an hour)")
 
 VARIABLES: tuple[Variable, ...] = (CACHE, MIRROR, OFFLINE, HF_OFFLINE, RETRIES, RETRY_DELAY, TIMEOUT, GITHUB_API,

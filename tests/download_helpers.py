@@ -22,7 +22,7 @@ import torch
 from resnest_zoo.catalogue import CheckpointEntry, get_entry
 from resnest_zoo.errors import CheckpointMismatchError
 from resnest_zoo.models.segmentor import build_segmentor
-from resnest_zoo.weights import cache, integrity, obtain
+from resnest_zoo.weights import cache, obtain
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.models import strict
 from resnest_zoo.models.strict import fits
@@ -55,7 +55,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", local_only)
-    monkeypatch.setattr(integrity, "_first_use_warned", False)  # each test sees the once-per-process warnings
+    monkeypatch.setattr(obtain, "_unpinned_warned", False)  # each test sees the once-per-process warnings
     monkeypatch.setattr(cache, "_lock_free_warned", False)
 
 

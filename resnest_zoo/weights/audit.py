@@ -14,9 +14,9 @@ from typing import Literal
 
 from . import cache
 from .cache import CachedFile
-from .integrity import mismatch, sha256_file
+from .integrity import sha256_file
 from .model_file import MODEL_FILE_FORMAT, read_model_metadata, tensors_digest
-from .obtain import Wanted, expected
+from .obtain import Wanted, expected, mismatch
 
 __all__ = ["CheckedFile", "verify_cache"]
 

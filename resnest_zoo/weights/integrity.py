@@ -1,34 +1,21 @@
-"""Digests and trust: hashing files, what a file must be (:class:`Expected`), the one size-then-digest check, and the
-records of first downloads.
-
-Trust, strongest first (applied by :mod:`.obtain`): a *pin* (the catalogue's ``sha256`` or the caller's) decides;
-else the *publisher's* size and digest (:mod:`.release`); else the *record* of the file's first download
-(``<file>.sha256``, ``sha256sum`` format), written only once that file passed every check, so a bad first download is
-never trusted; every later use is checked against it (trust on first use, said once per process by an
-:class:`UnpinnedCheckpointWarning`).
-"""
+"""Digests: hashing files, the digest of a file as a value (:class:`FileDigest`), checking a file against a digest,
+and the warning that a checkpoint is trusted on first use (the rules of trust are :mod:`.obtain`'s)."""
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..distributed import ranks_from_environment
 from ..errors import IntegrityError
-from ..files import atomic_write
-from . import cache
 
-__all__ = ["FileDigest", "Expected", "UnpinnedCheckpointWarning", "hash_file", "sha256_file", "verify", "mismatch",
-           "check_digest", "normalise_sha256", "read_record", "write_record", "warn_first_use"]
+__all__ = ["FileDigest", "UnpinnedCheckpointWarning", "hash_file", "sha256_file", "verify", "check_digest",
+           "normalise_sha256"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_first_use_warned = False
 
 
 class UnpinnedCheckpointWarning(UserWarning):
@@ -50,18 +37,6 @@ class FileDigest:
 
     def __str__(self) -> str:
         return f"{self.sha256}  {self.size}  {self.path}"
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What a file must be: its sha256 and size where known, and where each requirement comes from (for messages).
-    ``unpinned`` says why only the record of a first download vouches for it (empty: a pin or the publisher does)."""
-
-    sha256: str | None = None
-    digest_from: str = ""
-    size: int | None = None
-    size_from: str = ""
-    unpinned: str = ""
 
 
 def hash_file(path: str | os.PathLike[str], *, into: BinaryIO | None = None,
@@ -92,22 +67,12 @@ def verify(path: str | os.PathLike[str]) -> FileDigest:
     return FileDigest(path, sha256_file(path), path.stat().st_size)
 
 
-def mismatch(sha256: str, size: int | None, expected: Expected) -> str | None:
-    """Why a file with this digest and size (None: not checked) is not the expected one, size first, or None."""
-    if expected.size is not None and size is not None and size != expected.size:
-        return f"size mismatch: expected {expected.size} bytes ({expected.size_from}), found {size}"
-    if expected.sha256 is not None and sha256 != expected.sha256:
-        found = f"{sha256} ({size} bytes)" if size is not None else sha256
-        return f"digest mismatch: sha256 expected {expected.sha256} ({expected.digest_from}), found {found}"
-    return None
-
-
-def check_digest(path: Path, expected: str, *, found: str | None = None, what: str = "") -> None:
+def check_digest(path: Path, expected: str, *, found: str | None = None, what: str = "the pin") -> None:
     """Raise :class:`IntegrityError` unless ``path`` has digest ``expected`` (``found`` saves re-hashing)."""
     found = found if found is not None else sha256_file(path)
-    problem = mismatch(found, path.stat().st_size, Expected(sha256=expected, digest_from=what or "the pin"))
-    if problem is not None:
-        raise IntegrityError(f"{path} failed verification: {problem}")
+    if found != expected:
+        raise IntegrityError(f"{path} failed verification: digest mismatch: sha256 expected {expected} ({what}), found "
+                             f"{found} ({path.stat().st_size} bytes)")
 
 
 def normalise_sha256(value: str, *, what: str = "sha256") -> str:
@@ -115,44 +80,3 @@ def normalise_sha256(value: str, *, what: str = "sha256") -> str:
     if not isinstance(value, str) or not _HEX64.fullmatch(value.strip().lower()):
         raise ValueError(f"{what} must be 64 hexadecimal digits (a sha256 digest), got {value!r}")
     return value.strip().lower()
-
-
-def read_record(path: Path) -> str | None:
-    """The digest recorded for ``path``, or None without a record; a damaged record raises :class:`IntegrityError`
-    (it is never silently replaced)."""
-    record = cache.record_path(path)
-    try:
-        text = record.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    fields = text.split()
-    if not fields or not _HEX64.fullmatch(fields[0]):
-        raise IntegrityError(f"the digest record {record} is damaged (expected '<sha256>  {path.name}', found "
-                             f"{text[:100]!r}): delete {record} and {path}, and the file will be downloaded and checked "
-                             "again")
-    return fields[0]
-
-
-def write_record(path: Path, sha256: str) -> None:
-    """Record ``sha256`` as the digest of ``path`` (atomically, in ``sha256sum -c`` format)."""
-    with atomic_write(cache.record_path(path)) as temporary:
-        temporary.write_text(f"{sha256}  {path.name}\n", encoding="utf-8")
-
-
-def _outside_caller() -> int:
-    """The ``stacklevel`` of the first frame outside this package: warnings point at the user's own line."""
-    frame, level = sys._getframe(2), 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == __package__.split(".")[0]:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def warn_first_use(filename: str, reason: str) -> None:
-    """Say in one line, once per process and on rank 0 only (under torchrun), that ``filename`` is checked against the
-    digest of its first download only; ``reason`` (why no pin or publisher's digest decides) rides on the warning."""
-    global _first_use_warned
-    if _first_use_warned or not ranks_from_environment().is_main:
-        return
-    _first_use_warned = True
-    message = f"{filename} not pinned: checked against the digest of its first download; pin it with sha256="
-    warnings.warn(UnpinnedCheckpointWarning(message, reason), stacklevel=_outside_caller())

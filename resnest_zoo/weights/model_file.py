@@ -1,19 +1,11 @@
-"""Model-only safetensors files: the fast-reload copy kept in the cache (and when to use it), and the files ``export``
-writes.
+"""Model-only safetensors files: the fast-reload copy kept in the cache, and the files ``export`` writes.
 
-Such a file holds the model's tensors and nothing else (no optimizer state, no pickle), and its header metadata
-records where they came from and what they are::
-
-    {"format": "pt", "resnest_zoo": "model/1", "source_sha256": <digest of the .pth it was made from>,
-     "tensors_sha256": <digest of its tensors (tensors_digest)>, "source_file": <published file name>,
-     "segmentor": ..., "dataset": ..., "num_classes": ..., "dtype": ...}
-
-The fast copy (:func:`read_fast_copy`, :func:`keep_fast_copy`): after the first verified load of a catalogue
-checkpoint its tensors are kept as such a copy, and later loads use it only when its ``source_sha256`` is the digest
-the checkpoint must have (the pin, the publisher's digest or the record of the first download): a copy made from any
-other file is ignored. Its bytes are not re-hashed on each load (that would cost most of what it saves); ``resnest-zoo
-cache verify`` checks them against ``tensors_sha256``. It is written atomically, and safetensors checks its header and
-sizes when it is opened.
+Such a file holds the model's tensors alone (no optimizer state, no pickle); its header metadata records where they
+came from (``source_sha256``: the digest of the ``.pth``; ``source_file``, ``segmentor``, ``dataset`` ...) and the
+digest of the tensors themselves (``tensors_sha256``, :func:`tensors_digest`). After the first verified load of a
+catalogue checkpoint its tensors are kept as such a copy (:func:`keep_fast_copy`), and later loads use it only when
+its ``source_sha256`` is the digest the checkpoint must have (:func:`read_fast_copy`). Its bytes are not re-hashed on
+each load (that would cost most of what it saves); ``resnest-zoo cache verify`` checks them.
 """
 from __future__ import annotations
 

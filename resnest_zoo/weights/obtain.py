@@ -1,66 +1,71 @@
-"""The locked download: one file, from the first source that supplies it, checked before anything trusts it.
+"""The locked download and the rules of trust: one file, from the first source that supplies it, checked before
+anything trusts it.
 
-:func:`obtain` takes the file's lock (only so that processes do not download it twice at once), uses the cached file
-if it verifies, and otherwise asks each source in turn for the file, which it checks in this order:
+What a file must be (:func:`expected`): a *pin* (the catalogue's ``sha256`` or the caller's); else the *publisher's*
+size and digest, for a GitHub release asset (:func:`published`); else the *record* of its first download
+(``<file>.sha256``), written only once that file passed every check: trust on first use, said once per process by an
+:class:`~.integrity.UnpinnedCheckpointWarning`.
 
-1. size, then sha256 of the bytes received, against :func:`expected`: the pin, else the publisher's digest
-   (:mod:`.release`), else the record of the first download;
-2. structure: the file reads safely as a checkpoint whose tensors pass the wanted :data:`Check`;
-3. the very file whose bytes were hashed is renamed into place -- unless another process placed the file meanwhile:
-   then ours is discarded and theirs used once its digest is checked;
-4. only then is the digest recorded.
-
-Each step returns what it found: the verified :class:`~.integrity.FileDigest` and, when the file was read while
-checking it, its tensors. A file that fails a check is removed together with its record and the copy made from it,
-and the error says what was removed, so a rerun once the source is fixed just works. A cache folder that cannot be
-written is used as it is: a cached file is verified in place and nothing is changed.
+:func:`obtain` takes the file's lock (only so that processes do not download it twice at once), uses the cached file if
+it verifies, and otherwise asks each source in turn for the file: its size and sha256 are checked, then that it reads
+safely as a checkpoint whose tensors pass the wanted :data:`Check`; then the very file whose bytes were hashed is
+renamed into place (unless another process placed the file meanwhile: theirs is used once its digest is checked), and
+only then is the digest recorded. A file that fails a check is removed with its record and the copy made from it, and
+the error says so, so that a rerun once the source is fixed just works. A cache folder that cannot be written is used
+as it is: a cached file is verified in place, nothing is changed.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
+import requests
 import torch
 
 from .. import environment
 from ..catalogue import CheckpointEntry
-from ..errors import (
-    CheckpointFormatError,
-    CheckpointMismatchError,
-    CheckpointNotAvailableError,
-    IntegrityError,
-    UnsafeCheckpointError,
-)
-from . import cache, release
+from ..distributed import ranks_from_environment
+from ..errors import (CheckpointFormatError, CheckpointMismatchError, CheckpointNotAvailableError, IntegrityError,
+                      UnsafeCheckpointError)
+from ..files import atomic_write
+from . import cache
 from .checkpoint import read_state_dict
-from .integrity import Expected, FileDigest, mismatch, read_record, sha256_file, warn_first_use, write_record
+from .integrity import FileDigest, UnpinnedCheckpointWarning, sha256_file
 from .model_file import source_digest
-from .transfer import Received, TransferError
+from .transfer import Received, TransferError, get, http_session
 
 if TYPE_CHECKING:
     from .settings import SourceSettings
 
-__all__ = ["Check", "Source", "Wanted", "Obtained", "expected", "obtain"]
+__all__ = ["Check", "Tensors", "Wanted", "Expected", "Published", "Source", "mismatch", "read_record", "published",
+           "expected", "warn_unpinned", "obtain"]
 
 Check = Callable[[Mapping[str, torch.Tensor], str], None]
 """What a file's tensors must pass before the file is trusted: ``check(state_dict, name)`` raises
 :class:`~resnest_zoo.CheckpointMismatchError` (or another checkpoint error) when they do not fit the model; the models
 supply it (:func:`resnest_zoo.models.strict.fits`), this layer only calls it."""
-
-Obtained = tuple[FileDigest, "dict[str, torch.Tensor] | None"]
-"""A verified file, and its tensors when they were read while checking it."""
+Tensors = dict[str, torch.Tensor]
+Found = tuple[FileDigest, "Tensors | None", "Expected"]  # a verified file, its tensors if read, what it had to be
+_ASSET = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)/releases/download/(?P<tag>[^/]+)/(?P<name>[^/]+)")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_unpinned_warned = False
 
 
 @dataclass(frozen=True)
 class Wanted:
     """One file to obtain: where it goes, a name for messages, the URL its publisher is asked about, the pin and size
     it must have (and where the pin comes from), its catalogue entry if any, and what its tensors must pass (without
-    ``check`` the file must only read safely as a checkpoint)."""
+    ``check``, it must only read safely as a checkpoint)."""
 
     target: Path
     label: str
@@ -72,31 +77,132 @@ class Wanted:
     check: Check | None = None
 
 
-class Source(Protocol):
-    """A place to get the file from: :meth:`fetch` returns it complete (not yet checked), or raises TransferError."""
+@dataclass(frozen=True)
+class Expected:
+    """What a file must be: its sha256 and size where known, and where each comes from (for messages). ``unpinned``
+    says why only the record of a first download vouches for it (empty: a pin or the publisher does)."""
+
+    sha256: str | None = None
+    digest_from: str = ""
+    size: int | None = None
+    size_from: str = ""
+    unpinned: str = ""
+
+
+@dataclass(frozen=True)
+class Published:
+    """The publisher's word on one file: its size, and its sha256 when the release lists one."""
+
+    size: int | None
+    sha256: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A place to get the file from: ``fetch(wanted, expected, settings, progress)`` returns it complete (not yet
+    checked) or raises TransferError; ``offline_ok``: it answers without the network (a folder, the Hub's cache)."""
 
     name: str
-    offline_ok: bool  # can answer without the network (a local folder, the Hugging Face cache)
-
-    def fetch(self, wanted: Wanted, expected: Expected, settings: SourceSettings, progress: bool,
-              resume: bool) -> Received: ...
+    fetch: Callable[[Wanted, Expected, SourceSettings, bool], Received]
+    offline_ok: bool = False
 
 
-def expected(wanted: Wanted, asked: release.Published | str | None = None) -> Expected:
-    """What the file must be: the pin; else the publisher's digest (``asked``: its answer or why there is none, else
-    the answer kept beside the file); else the record of its first download."""
-    published = asked if isinstance(asked, release.Published) else release.cached(wanted.url, wanted.target)
-    size, size_from = wanted.size, "the catalogue"
-    if size is None and published is not None and published.size is not None:
-        size, size_from = published.size, published.source
+def mismatch(sha256: str, size: int | None, expected: Expected) -> str | None:
+    """Why a file with this digest and size (None: not comparable) is not the expected one, size first, or None."""
+    if expected.size is not None and size is not None and size != expected.size:
+        return f"size mismatch: expected {expected.size} bytes ({expected.size_from}), found {size}"
+    if expected.sha256 is not None and sha256 != expected.sha256:
+        found = f"{sha256} ({size} bytes)" if size is not None else sha256
+        return f"digest mismatch: sha256 expected {expected.sha256} ({expected.digest_from}), found {found}"
+    return None
+
+
+def read_record(path: Path) -> str | None:
+    """The digest recorded for ``path``, or None without a record; a damaged record raises
+    :class:`~resnest_zoo.IntegrityError` (it is never silently replaced)."""
+    record = cache.record_path(path)
+    try:
+        fields = record.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return None
+    if not fields or not _HEX64.fullmatch(fields[0]):
+        raise IntegrityError(f"the digest record {record} is damaged (expected '<sha256>  {path.name}'): delete {record} "
+                             f"and {path}, and the file will be downloaded and checked again")
+    return fields[0]
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_write(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def published(wanted: Wanted, settings: SourceSettings | None = None) -> Published | str:
+    """The size and digest the publisher lists for the wanted file, or why there is none: read once from GitHub's
+    release API (``GET {api}/repos/{owner}/{repo}/releases/tags/{tag}`` lists each asset's ``size`` and ``digest``) and
+    kept beside the file (:func:`.cache.release_note_path`). Without ``settings``, only what was kept."""
+    try:
+        note = json.loads(cache.release_note_path(wanted.target).read_text(encoding="utf-8"))
+        if isinstance(note, dict) and note.get("asset_url") == wanted.url:
+            return Published(note.get("size"), note.get("sha256"), f"GitHub release API, read {note.get('read')}")
+    except (FileNotFoundError, ValueError):
+        pass
+    match = _ASSET.fullmatch(urlparse(wanted.url).path)
+    if settings is None:
+        return "no digest of its publisher is known"
+    if settings.offline:
+        return f"offline mode, {settings.offline_reason}"
+    if match is None:
+        return "its URL is not a GitHub release asset"
+    url = f"{settings.github_api.rstrip('/')}/repos/{match['owner']}/{match['repo']}/releases/tags/{match['tag']}"
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
+               **({"Authorization": f"Bearer {settings.github_token}"} if settings.github_token else {})}
+    try:
+        with http_session(settings.policy) as session, get(session, url, settings.policy, headers) as response:
+            document = _release(response)
+    except TransferError as exc:
+        document = exc.reason
+    if isinstance(document, str):
+        return f"GitHub release API {url}: {document}"
+    asset = next((a for a in document.get("assets") or [] if isinstance(a, dict) and a.get("name") == match["name"]),
+                 None)
+    if asset is None:
+        return f"the release at {url} lists no asset named {match['name']}"
+    digest = re.fullmatch(r"sha256:([0-9a-fA-F]{64})", str(asset.get("digest")))
+    size = asset.get("size") if isinstance(asset.get("size"), int) else None
+    sha256 = digest[1].lower() if digest else None
+    read = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    _write(cache.release_note_path(wanted.target), json.dumps({"asset_url": wanted.url, "api": url, "size": size,
+                                                               "sha256": sha256, "read": read}))
+    return Published(size, sha256, f"GitHub release API, read {read}")
+
+
+def _release(response: requests.Response) -> dict[str, Any] | str:
+    """The release API's JSON document, or why there is none."""
+    if response.status_code == 403 and response.headers.get("X-RateLimit-Remaining") == "0":
+        return "rate limit exceeded (HTTP 403; unauthenticated calls are limited to 60 an hour: set GITHUB_TOKEN)"
+    if response.status_code != 200:
+        return {401: "GITHUB_TOKEN was refused (HTTP 401)", 404: "no such release (HTTP 404)"}.get(
+            response.status_code, f"HTTP {response.status_code} {response.reason or ''}".rstrip())
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    return document if isinstance(document, dict) else "the answer is not a JSON object"
+
+
+def expected(wanted: Wanted, settings: SourceSettings | None = None) -> Expected:
+    """What the file must be: the pin; else the publisher's size and digest (asked with ``settings``, else only as
+    kept beside the file); else the record of its first download, with the reason why no digest decides."""
     if wanted.pin is not None:
-        return Expected(wanted.pin, wanted.pin_from, size, size_from)
-    if published is not None and published.sha256 is not None:
-        return Expected(published.sha256, f"the publisher's digest, {published.source}", size, size_from)
-    if published is not None:
-        why = f"its release lists its size but no digest ({published.source})"
-    else:
-        why = asked if isinstance(asked, str) else "no digest of its publisher is known"
+        return Expected(wanted.pin, wanted.pin_from, wanted.size, "the catalogue")
+    answer = published(wanted, settings)
+    size, size_from = wanted.size, "the catalogue"
+    if size is None and isinstance(answer, Published) and answer.size is not None:
+        size, size_from = answer.size, answer.source
+    if isinstance(answer, Published) and answer.sha256 is not None:
+        return Expected(answer.sha256, f"the publisher's digest, {answer.source}", size, size_from)
+    why = f"its release lists its size but no digest ({answer.source})" if isinstance(answer, Published) else answer
     if wanted.entry is None or wanted.url != wanted.entry.url:
         why = f"{wanted.url} was given without sha256= ({why})"
     record = read_record(wanted.target)
@@ -104,36 +210,43 @@ def expected(wanted: Wanted, asked: release.Published | str | None = None) -> Ex
     return Expected(record, digest_from, size, size_from, unpinned=why)
 
 
-def _ask(wanted: Wanted, settings: SourceSettings) -> release.Published | str | None:
-    """The publisher's answer for an unpinned file (kept beside it once read), or why there is none."""
-    if wanted.pin is not None:
-        return None
-    if settings.offline:
-        return f"offline mode, {settings.offline_reason}"
-    try:
-        return release.published(wanted.url, wanted.target, api=settings.github_api, token=settings.github_token,
-                                 policy=settings.policy)
-    except release.PublisherUnavailable as exc:
-        return exc.reason
+def warn_unpinned(filename: str, reason: str) -> None:
+    """Say in one line, once per process and on rank 0 only (under torchrun), that ``filename`` is checked against the
+    digest of its first download only; ``reason`` rides on the warning, which points at the caller's own line."""
+    global _unpinned_warned
+    if _unpinned_warned or not ranks_from_environment().is_main:
+        return
+    _unpinned_warned = True
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "resnest_zoo":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(UnpinnedCheckpointWarning(f"{filename} not pinned: checked against the digest of its first download; "
+                                            "pin it with sha256=", reason), stacklevel=level)
 
 
-def _hashed(path: Path, known: Expected) -> tuple[FileDigest, str | None]:
-    """The digest of ``path``, and why it is not the expected file (None: it is)."""
-    digest = FileDigest(path, sha256_file(path), path.stat().st_size)
-    return digest, mismatch(digest.sha256, digest.size, known)
-
-
-def _read(wanted: Wanted, path: Path, name: str) -> dict[str, torch.Tensor]:
-    """The tensors of ``path`` if it reads safely as a checkpoint and passes the wanted check."""
+def _read(wanted: Wanted, path: Path, name: str) -> Tensors:
     tensors = read_state_dict(path, source=name)
     if wanted.check is not None:
         wanted.check(tensors, name)
     return tensors
 
 
+def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool = False) -> Tensors:
+    """The tensors of a file that reads safely and passes the wanted check. Otherwise the file (unless ``kept`` in
+    another library's cache), the record of its digest and the fast-reload copy made from it are removed, and the
+    error says so."""
+    try:
+        return _read(wanted, path, name)
+    except (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
+        removed = _discard(wanted, None if kept else path, sha256)
+        said = f"Removed from the cache: {', '.join(map(str, removed))}. " if removed else ""
+        left = f"Left in the Hugging Face cache: {path} (remove it with `hf cache rm`). " if kept else ""
+        raise type(exc)(f"{exc}\n{said}{left}Nothing of it is trusted, so once its source is fixed, the same call "
+                        "gets it again.") from None
+
+
 def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
-    """Remove a file that failed a check (None: one kept elsewhere), the record of its digest and the fast-reload copy
-    made from it; return what was removed."""
+    """Remove ``path``, the record of digest ``sha256`` and the fast-reload copy made from it; return what was removed."""
     doomed = [path] if path is not None else []
     try:
         recorded = read_record(wanted.target) == sha256
@@ -146,55 +259,53 @@ def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
     return cache.remove(doomed)
 
 
-def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool = False) -> dict[str, torch.Tensor]:
-    """:func:`_read`; on failure, :func:`_discard` the file (unless ``kept`` in another library's cache) and raise
-    the same error saying what was removed."""
-    try:
-        return _read(wanted, path, name)
-    except (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
-        removed = _discard(wanted, None if kept else path, sha256)
-        said = f"Removed from the cache: {', '.join(map(str, removed))}. " if removed else ""
-        left = f"Left in the Hugging Face cache: {path} (remove it with `hf cache rm`). " if kept else ""
-        raise type(exc)(f"{exc}\n{said}{left}Nothing of it is trusted, so once its source is fixed, the same call "
-                        "gets it again.") from None
-
-
-def _done(wanted: Wanted, digest: FileDigest, tensors: dict[str, torch.Tensor] | None, known: Expected) -> Obtained:
-    if known.unpinned:
-        warn_first_use(wanted.label, known.unpinned)
-    return digest, tensors
-
-
-def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, str]]) -> Obtained | None:
-    """The cached file if it verifies; otherwise remove it (and what came from it), note why, and return None."""
+def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, str]],
+            unwritable: str = "") -> Found | None:
+    """The cached file if it verifies (read when no digest vouched for it). Otherwise it is removed with what came
+    from it and the reason noted (None) -- or, in a cache folder that cannot be written (``unwritable`` says why),
+    left there with an error."""
     known = expected(wanted)
-    if known.sha256 is None:  # first sight of this file (placed by hand, by torch.hub, or before a crash)
-        known = expected(wanted, _ask(wanted, settings))
-    digest, problem = _hashed(wanted.target, known)
+    if known.sha256 is None and not unwritable:  # first sight (placed by hand, by torch.hub, before a crash)
+        known = expected(wanted, settings)
+    digest = FileDigest(wanted.target, sha256_file(wanted.target), wanted.target.stat().st_size)
+    problem = mismatch(digest.sha256, digest.size, known)
+    if problem is not None and unwritable:
+        raise CheckpointNotAvailableError(f"cached file {wanted.target} failed verification ({problem}) and "
+                                          f"{unwritable}, so it was not deleted: delete or replace {wanted.target}")
     if problem is not None:
         removed = ", ".join(map(str, _discard(wanted, wanted.target, digest.sha256)))
         attempts.append((f"cached file {wanted.target}", f"failed verification ({problem}); removed {removed}"))
         return None
-    tensors = None if known.sha256 else _trusted(wanted, wanted.target, digest.sha256, f"cached file {wanted.target}")
-    if read_record(wanted.target) != digest.sha256:
-        write_record(wanted.target, digest.sha256)
-    return _done(wanted, digest, tensors, known)
+    tensors, name = None, f"cached file {wanted.target}"
+    if known.sha256 is None and unwritable:
+        tensors = _read(wanted, wanted.target, f"{name} (in a read-only cache folder)")
+    elif known.sha256 is None:
+        tensors = _trusted(wanted, wanted.target, digest.sha256, name)
+    if not unwritable and read_record(wanted.target) != digest.sha256:
+        _write(cache.record_path(wanted.target), f"{digest.sha256}  {wanted.target.name}\n")
+    return digest, tensors, known
 
 
-def _read_only(wanted: Wanted, error: OSError, force: bool) -> Obtained:
-    """A cache folder that cannot be written (a shared, pre-filled one): verify the file in place, change nothing."""
-    why = f"the cache folder {wanted.target.parent} is not writable ({error.strerror or error})"
-    target, name = wanted.target, wanted.target.name
-    if force or not target.is_file():
-        raise CheckpointNotAvailableError(f"cannot download {name}: {why}. Choose a writable cache folder (--cache-dir, "
-                                          f"{environment.CACHE.name} or cache_dir=), or place {name} in it by hand.")
-    known = expected(wanted)
-    digest, problem = _hashed(target, known)
+def _accept(wanted: Wanted, received: Received, source: str, known: Expected, force: bool) -> Found:
+    """Check a file received from ``source`` and rename it into place, unless it is kept in another library's cache:
+    then it stays there, and only its digest is recorded."""
+    problem = mismatch(received.sha256, received.size, known)
+    if problem is not None and received.kept:
+        raise TransferError(f"{problem} for {received.path} in the Hugging Face cache (left there: delete it with "
+                            "`hf cache rm` or huggingface_hub's scan_cache_dir)")
     if problem is not None:
-        raise CheckpointNotAvailableError(f"cached file {target} failed verification ({problem}) and {why}, so it was "
-                                          f"not deleted: delete or replace {target}")
-    tensors = None if known.sha256 else _read(wanted, target, f"cached file {target} (in a read-only cache folder)")
-    return _done(wanted, digest, tensors, known)
+        cache.remove([received.path])
+        if known.unpinned and known.sha256:
+            problem += (f"; if the published file really changed, delete the record {cache.record_path(wanted.target)}"
+                        " and download again")
+        raise TransferError(problem + "; the downloaded file was deleted")
+    name = f"{received.path if received.kept else wanted.label} from {source}"
+    tensors = _trusted(wanted, received.path, received.sha256, name, kept=received.kept)
+    if not received.kept:
+        _place(wanted, received, force)
+    _write(cache.record_path(wanted.target), f"{received.sha256}  {wanted.target.name}\n")
+    path = received.path if received.kept else wanted.target
+    return FileDigest(path, received.sha256, path.stat().st_size), tensors, known
 
 
 def _place(wanted: Wanted, received: Received, force: bool) -> None:
@@ -215,45 +326,11 @@ def _place(wanted: Wanted, received: Received, force: bool) -> None:
                             f"received sha256 {received.sha256}: the source changed during the download")
 
 
-def _accept(wanted: Wanted, received: Received, source: str, known: Expected, force: bool) -> Obtained:
-    """Check a file received from ``source`` (module docstring) and place it, unless it is kept in another library's
-    cache: then it stays there, and only its digest is recorded."""
-    problem = mismatch(received.sha256, received.size, known)
-    if problem is not None and received.kept:
-        raise TransferError(f"{problem} for {received.path} in the Hugging Face cache (left there: delete it with "
-                            "`hf cache rm` or huggingface_hub's scan_cache_dir)")
-    if problem is not None:
-        cache.remove([received.path])
-        if known.unpinned and known.sha256:
-            problem += (f"; if the published file really changed, delete the record {cache.record_path(wanted.target)}"
-                        " and download again")
-        raise TransferError(problem + "; the downloaded file was deleted")
-    name = f"{received.path if received.kept else wanted.label} from {source}"
-    tensors = _trusted(wanted, received.path, received.sha256, name, kept=received.kept)
-    path = received.path if received.kept else wanted.target
-    if not received.kept:
-        _place(wanted, received, force)
-    write_record(wanted.target, received.sha256)
-    return _done(wanted, FileDigest(path, received.sha256, path.stat().st_size), tensors, known)
-
-
-def _fetched(source: Source, wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool,
-             force: bool) -> Obtained:
-    received = source.fetch(wanted, known, settings, progress, True)
-    try:
-        return _accept(wanted, received, source.name, known, force)
-    except (TransferError, CheckpointFormatError):
-        if not received.resumed:
-            raise
-    # its first bytes came from an earlier, interrupted download (removed now): once more from scratch
-    return _accept(wanted, source.fetch(wanted, known, settings, progress, False), source.name, known, force)
-
-
 def obtain(wanted: Wanted, sources: Sequence[Source], settings: SourceSettings, *, progress: bool, hint: str,
-           force: bool = False) -> Obtained:
-    """The verified file wanted, and its tensors when they were read while checking it: the cached file, or the
-    first that a source supplies and that passes every check (see the module docstring). ``hint`` says how to supply
-    the file by hand, for the error; ``force`` downloads it again even when cached.
+           force: bool = False) -> tuple[FileDigest, Tensors | None]:
+    """The verified file wanted, and its tensors when they were read while checking it: the cached file, or the first
+    that a source supplies and that passes every check (module docstring). ``hint`` says how to supply the file by
+    hand, for the error; ``force`` downloads it again even when cached.
 
     Raises:
         CheckpointNotAvailableError: no source supplied a verified file (each is listed with its reason), or the
@@ -265,27 +342,35 @@ def obtain(wanted: Wanted, sources: Sequence[Source], settings: SourceSettings, 
         if progress:
             print(f"waiting for another process to finish downloading {wanted.label} ...", file=sys.stderr)
 
-    stack = ExitStack()
-    try:
-        stack.enter_context(cache.lock(wanted.target, on_wait=waiting))
-    except OSError as exc:
-        return _read_only(wanted, exc, force)
-    with stack:
-        attempts: list[tuple[str, str]] = []
-        if not force and wanted.target.is_file():
-            found = _cached(wanted, settings, attempts)
-            if found is not None:
-                return found
-        known = expected(wanted, _ask(wanted, settings))
-        for source in sources:
-            if settings.offline and not source.offline_ok:
-                attempts.append((source.name, f"skipped: offline mode ({settings.offline_reason})"))
-                continue
-            try:
-                return _fetched(source, wanted, known, settings, progress, force)
-            except TransferError as exc:
-                attempts.append((source.name, exc.reason))
-    what = wanted.label + (f" ({wanted.entry.title})" if wanted.entry is not None else "")
-    offline = f" in offline mode ({settings.offline_reason})" if settings.offline else ""
-    lines = [f"could not get {what}{offline}. Sources tried:", *(f"  - {s}: {r}" for s, r in attempts), hint]
-    raise CheckpointNotAvailableError("\n".join(lines), attempts)
+    attempts: list[tuple[str, str]] = []
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(cache.lock(wanted.target, on_wait=waiting))
+        except OSError as exc:  # a cache folder that cannot be written: the cached file as it is, or nothing
+            why = f"the cache folder {wanted.target.parent} is not writable ({exc.strerror or exc})"
+            if force or not wanted.target.is_file():
+                raise CheckpointNotAvailableError(f"cannot download {wanted.label}: {why}. Choose a writable cache "
+                                                  f"folder (--cache-dir, {environment.CACHE.name} or cache_dir=), or "
+                                                  f"place {wanted.label} in it by hand.") from None
+            found = _cached(wanted, settings, attempts, unwritable=why)
+        else:
+            found = _cached(wanted, settings, attempts) if not force and wanted.target.is_file() else None
+        if found is None:
+            known = expected(wanted, settings)
+            for source in sources:
+                if settings.offline and not source.offline_ok:
+                    attempts.append((source.name, f"skipped: offline mode ({settings.offline_reason})"))
+                    continue
+                try:
+                    found = _accept(wanted, source.fetch(wanted, known, settings, progress), source.name, known, force)
+                    break
+                except TransferError as exc:
+                    attempts.append((source.name, exc.reason))
+    if found is None:
+        what = wanted.label + (f" ({wanted.entry.title})" if wanted.entry is not None else "")
+        offline = f" in offline mode ({settings.offline_reason})" if settings.offline else ""
+        lines = [f"could not get {what}{offline}. Sources tried:", *(f"  - {s}: {r}" for s, r in attempts), hint]
+        raise CheckpointNotAvailableError("\n".join(lines), attempts)
+    if found[2].unpinned:
+        warn_unpinned(wanted.label, found[2].unpinned)
+    return found[0], found[1]

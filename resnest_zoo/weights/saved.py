@@ -1,10 +1,9 @@
 """Reading a saved model's files -- a folder, or a Hugging Face Hub repository -- checked before anything trusts them.
 
-A saved model is ``config.json`` plus ``model.safetensors`` (:mod:`resnest_zoo.formats.saved_model`).
-:func:`read_saved` finds both, refuses a ``config.json`` that is not ours or not readable, and checks that the
-weights file has the digest the config records; what comes back can be built and loaded. Repositories are read
-through ``huggingface_hub`` (its cache, token, ``HF_ENDPOINT`` and offline rules apply), ``config.json`` first, so
-a repository of something else is refused before its weights are downloaded.
+A saved model is ``config.json`` plus ``model.safetensors`` (:mod:`resnest_zoo.formats.saved_model`). :func:`read_saved`
+finds both, refuses a ``config.json`` that is not ours or not readable, and checks that the weights have the digest
+the config records. Repositories are read through ``huggingface_hub`` (its cache, token, ``HF_ENDPOINT`` and offline
+rules apply), ``config.json`` first, so a repository of something else is refused before its weights are downloaded.
 """
 from __future__ import annotations
 
@@ -44,19 +43,12 @@ class HubFileMissing(TransferError):
 
 def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
              token: str | None = None, progress: bool = False) -> Path:
-    """One file of a Hub repository, through huggingface_hub's cache (offline: from that cache alone).
-
-    Raises :class:`HubFileMissing` when the Hub says there is no such file, and
-    :class:`~resnest_zoo.weights.transfer.TransferError` when it cannot be asked (network, offline and not cached).
-    """
+    """One file of a Hub repository, through huggingface_hub's cache (offline: from that cache alone), with progress
+    shown as :func:`resnest_zoo.progress.progress_bar` shows it. Raises :class:`HubFileMissing` when the Hub says there
+    is no such file, and :class:`~.transfer.TransferError` when it cannot be asked (network, offline and not cached)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return Path(hf_hub_download(

@@ -1,19 +1,11 @@
 """Where a checkpoint comes from, in which order, and the public ways to get one.
 
-Sources, in order (the first that supplies a verified file wins; every failure is reported):
-
-1. ``weights=`` -- a local path (used in place) or an http(s) URL (then it is the only source);
-2. ``$RESNEST_ZOO_MIRROR`` -- a base URL, or a local folder, holding the published file names;
-3. the entry's Hugging Face Hub repo, when the catalogue names one (through ``huggingface_hub``: its cache, token and
-   offline rules apply; the file stays in its cache): a saved-model folder as ``resnest-zoo export --hub-folder``
-   writes it, checked through its ``config.json`` (see :class:`_HubSource`), or else the published file;
-4. the catalogue URL (the GitHub release asset).
-
-Whatever the source, the file is checked and placed by :mod:`.obtain`, and its bytes are moved by :mod:`.transfer`.
-:func:`download_entry` re-hashes the cached ``.pth`` on every call (about 1 s per GB), since it hands out the path;
-:func:`checkpoint_state_dict` (used by ``load``) reads the model-only safetensors copy (:mod:`.model_file`) when it was
-made from the file the entry must have, so reloads neither re-hash nor unpickle the ``.pth``. Offline
-(``RESNEST_ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), every network source and the publisher's API are skipped.
+Sources, in order (the first that supplies a verified file wins; every failure is reported): ``weights=`` (a local
+path, used in place, or an http(s) URL, then the only source); ``$RESNEST_ZOO_MIRROR`` (a base URL or a folder holding
+the published file names); the entry's Hugging Face Hub repo, when the catalogue names one (:func:`_hub`); the
+catalogue URL. :mod:`.obtain` checks and places the file, :mod:`.transfer` moves its bytes. :func:`download_entry`
+re-hashes the cached ``.pth`` on every call, since it hands out the path; :func:`checkpoint_state_dict` (``load``)
+reads the model-only safetensors copy (:mod:`.model_file`) when it was made from the file the entry must have.
 """
 from __future__ import annotations
 
@@ -31,9 +23,9 @@ from ..naming import HUB_PREFIX
 from ..progress import interactive
 from . import cache
 from .checkpoint import read_state_dict
-from .integrity import Expected, FileDigest, check_digest, normalise_sha256, sha256_file, verify, warn_first_use
+from .integrity import FileDigest, check_digest, normalise_sha256, sha256_file, verify
 from .model_file import keep_fast_copy, read_fast_copy
-from .obtain import Check, Obtained, Source, Wanted, expected, obtain
+from .obtain import Check, Expected, Source, Tensors, Wanted, expected, obtain, warn_unpinned
 from .saved import hub_file, hub_label, read_saved
 from .settings import SourceSettings
 from .transfer import Received, TransferError, copy_file, fetch_url
@@ -46,73 +38,43 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-# ----------------------------------------------------------------------------------------------- sources
+def _http(url: str, kind: str) -> Source:
+    def fetch(wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool) -> Received:
+        return fetch_url(url, wanted.target, policy=settings.policy, progress=progress, label=wanted.label,
+                         expected_size=known.size, size_from=known.size_from)
 
-@dataclass(frozen=True)
-class _HttpSource:
-    url: str
-    kind: str
-    offline_ok: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind} {self.url}"
-
-    def fetch(self, wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool,
-              resume: bool) -> Received:
-        return fetch_url(self.url, wanted.target, policy=settings.policy, progress=progress, label=wanted.label,
-                         expected_size=known.size, size_from=known.size_from, resume=resume)
+    return Source(f"{kind} {url}", fetch)
 
 
-@dataclass(frozen=True)
-class _FolderSource:
-    folder: Path
-    offline_ok: bool = True
-
-    @property
-    def name(self) -> str:
-        return f"mirror folder {self.folder}"
-
-    def fetch(self, wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool,
-              resume: bool) -> Received:
-        if not (self.folder / wanted.target.name).is_file():
+def _folder(folder: Path) -> Source:
+    def fetch(wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool) -> Received:
+        if not (folder / wanted.target.name).is_file():
             raise TransferError(f"{wanted.target.name} is not in that folder")
-        return copy_file(self.folder / wanted.target.name, wanted.target, progress=progress, label=wanted.label)
+        return copy_file(folder / wanted.target.name, wanted.target, progress=progress, label=wanted.label)
+
+    return Source(f"mirror folder {folder}", fetch, offline_ok=True)
 
 
-@dataclass(frozen=True)
-class _HubSource:
-    """The entry's Hub repository: a saved-model folder (``config.json`` and ``model.safetensors``, as ``resnest-zoo
-    export --hub-folder`` writes them) when it holds one, else the published file under its own name.
-
-    A saved-model folder is trusted through its ``config.json``: it must describe this entry as published, the digest
-    it records for the ``.pth`` its tensors were made from must be the one the file must have, ``model.safetensors``
-    must have the digest it records (:func:`.saved.read_saved`), and its tensors must fit the entry. What is handed on
-    is that file (it stays in the Hugging Face cache) with the ``.pth``'s digest, which pins, records and the
-    fast-reload copy are about.
-    """
-
-    repo: str
-    offline_ok: bool = True  # offline, it answers from the Hugging Face cache only
-
-    @property
-    def name(self) -> str:
-        return f"Hugging Face Hub repo {self.repo}"
-
-    def fetch(self, wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool,
-              resume: bool) -> Received:
+def _hub(repo: str) -> Source:
+    """The entry's Hub repository, through huggingface_hub (its cache, token and offline rules apply; files stay in its
+    cache): a saved-model folder (``config.json``, ``model.safetensors``, as ``export --hub-folder`` writes it) when it
+    holds one, else the published file under its own name. A saved-model folder is trusted through its
+    ``config.json``: it must describe this entry as published, with the digest the ``.pth`` must have as its source's,
+    and ``model.safetensors`` must have the digest it records (:func:`.saved.read_saved`). That file is handed on with
+    the ``.pth``'s digest, which pins, records and the fast-reload copy are about."""
+    def fetch(wanted: Wanted, known: Expected, settings: SourceSettings, progress: bool) -> Received:
         try:
-            saved = read_saved(HUB_PREFIX + self.repo, settings=settings, progress=progress)
-        except (PretrainedNotFoundError, CheckpointNotAvailableError) as exc:  # no saved model there, or unreachable
-            try:  # perhaps the published file is
-                path = hub_file(self.repo, wanted.target.name, settings=settings, progress=progress)
+            saved = read_saved(HUB_PREFIX + repo, settings=settings, progress=progress)
+        except (PretrainedNotFoundError, CheckpointNotAvailableError) as exc:  # none there, or unreachable: perhaps
+            try:                                                               # the published file is
+                path = hub_file(repo, wanted.target.name, settings=settings, progress=progress)
             except TransferError as error:
-                looked = f"looked for {CONFIG_NAME} and {wanted.target.name}"
-                raise TransferError(f"{error.reason} ({looked})" if isinstance(exc, CheckpointNotAvailableError)
+                unreachable = isinstance(exc, CheckpointNotAvailableError)
+                raise TransferError(f"{error.reason} (looked for {CONFIG_NAME} and {wanted.target.name})" if unreachable
                                     else f"{wanted.target.name}: {error.reason}") from None
             return Received(path, sha256_file(path), path.stat().st_size, kept=True)
         except ResNeStZooError as exc:  # a config.json or weights file that cannot be used
-            raise TransferError(str(exc).splitlines()[0].removeprefix(f"{hub_label(self.repo)}: ")) from None
+            raise TransferError(str(exc).splitlines()[0].removeprefix(f"{hub_label(repo)}: ")) from None
         origin = saved.record.origin
         if wanted.entry is None or origin is None or not saved.record.is_catalogue_model or origin.sha256 is None:
             raise TransferError(f"its config.json does not describe the published {wanted.label} with the digest of "
@@ -122,19 +84,8 @@ class _HubSource:
                                 f"but {wanted.label} must have sha256 {known.sha256} ({known.digest_from})")
         return Received(saved.weights, origin.sha256, None, kept=True)
 
+    return Source(f"Hugging Face Hub repo {repo}", fetch, offline_ok=True)
 
-def _entry_sources(entry: CheckpointEntry, settings: SourceSettings) -> list[Source]:
-    sources: list[Source] = []
-    if settings.mirror and is_url(settings.mirror):
-        sources.append(_HttpSource(settings.mirror.rstrip("/") + "/" + entry.filename, "mirror"))
-    elif settings.mirror:
-        sources.append(_FolderSource(Path(settings.mirror).expanduser()))
-    if entry.hf_repo:
-        sources.append(_HubSource(entry.hf_repo))
-    return [*sources, _HttpSource(entry.url, "catalogue URL")]
-
-
-# ---------------------------------------------------------------------------------------------- obtaining
 
 def _wanted(entry: CheckpointEntry, folder: Path, sha256: str | None, check: Check | None = None) -> Wanted:
     """The published file of ``entry`` in the cache ``folder``, pinned by the catalogue or by ``sha256``."""
@@ -147,26 +98,27 @@ def _wanted(entry: CheckpointEntry, folder: Path, sha256: str | None, check: Che
                   "the catalogue's pin" if entry.sha256 else "sha256=", entry.size, entry, check)
 
 
-def _obtain_entry(entry: CheckpointEntry, *, check: Check | None, cache_dir: str | os.PathLike[str] | None,
-                  progress: bool | None, sha256: str | None, force: bool, settings: SourceSettings | None) -> Obtained:
+def _obtain(entry: CheckpointEntry, url: str | None, *, check: Check | None, sha256: str | None,
+            cache_dir: str | os.PathLike[str] | None, progress: bool | None, settings: SourceSettings | None,
+            force: bool = False) -> tuple[FileDigest, Tensors | None]:
+    """The verified file of ``entry`` (``url`` None) or of an explicit ``weights=`` URL, and its tensors if read."""
     settings = settings if settings is not None else SourceSettings.from_env()
-    wanted = _wanted(entry, cache.resolve_cache_dir(cache_dir), sha256, check)
-    hint = (f"To supply the file by hand: download {entry.url} (browser, curl or wget, on any machine with network "
-            f"access) and place it at {wanted.target} -- or set {environment.MIRROR.name} to a folder holding "
-            f"{entry.filename}, or pass weights='/path/to/{entry.filename}'.")
+    folder = cache.resolve_cache_dir(cache_dir)
+    if url is None:
+        wanted = _wanted(entry, folder, sha256, check)
+        sources = [_http(settings.mirror.rstrip("/") + "/" + entry.filename, "mirror") if is_url(settings.mirror)
+                   else _folder(Path(settings.mirror).expanduser())] if settings.mirror else []
+        sources += [*([_hub(entry.hf_repo)] if entry.hf_repo else []), _http(entry.url, "catalogue URL")]
+        hint = (f"To supply the file by hand: download {entry.url} (browser, curl or wget, on any machine with network "
+                f"access) and place it at {wanted.target} -- or set {environment.MIRROR.name} to a folder holding "
+                f"{entry.filename}, or pass weights='/path/to/{entry.filename}'.")
+    else:
+        target = cache.url_download_path(folder, url)
+        wanted = Wanted(target, target.name, url, normalise_sha256(sha256) if sha256 else None, entry=entry, check=check)
+        sources = [_http(url, "weights URL")]
+        hint = f"To supply the file by hand: download {url} yourself and pass weights='/path/to/{target.name}'."
     progress = interactive() if progress is None else progress
-    return obtain(wanted, _entry_sources(entry, settings), settings, progress=progress, hint=hint, force=force)
-
-
-def _obtain_url(url: str, *, check: Check | None, cache_dir: str | os.PathLike[str] | None, progress: bool | None,
-                sha256: str | None, force: bool, settings: SourceSettings | None,
-                entry: CheckpointEntry | None) -> Obtained:
-    settings = settings if settings is not None else SourceSettings.from_env()
-    target = cache.url_download_path(cache.resolve_cache_dir(cache_dir), url)
-    wanted = Wanted(target, target.name, url, normalise_sha256(sha256) if sha256 else None, entry=entry, check=check)
-    hint = f"To supply the file by hand: download {url} yourself and pass weights='/path/to/{target.name}'."
-    return obtain(wanted, [_HttpSource(url, "weights URL")], settings, progress=interactive() if progress is None
-                  else progress, hint=hint, force=force)
+    return obtain(wanted, sources, settings, progress=progress, hint=hint, force=force)
 
 
 def download_entry(entry: CheckpointEntry, *, check: Check | None, cache_dir: str | os.PathLike[str] | None = None,
@@ -174,8 +126,8 @@ def download_entry(entry: CheckpointEntry, *, check: Check | None, cache_dir: st
                    settings: SourceSettings | None = None) -> FileDigest:
     """The verified file of a catalogue entry (downloaded if needed): its path, digest and size. ``check`` is what its
     tensors must pass before it is trusted (:data:`~resnest_zoo.weights.obtain.Check`)."""
-    return _obtain_entry(entry, check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force,
-                         settings=settings)[0]
+    return _obtain(entry, None, check=check, sha256=sha256, cache_dir=cache_dir, progress=progress, settings=settings,
+                   force=force)[0]
 
 
 def download_url(url: str, *, check: Check | None, cache_dir: str | os.PathLike[str] | None = None,
@@ -184,11 +136,9 @@ def download_url(url: str, *, check: Check | None, cache_dir: str | os.PathLike[
     """Download an explicit ``weights=`` URL into the cache (``resnest_zoo-urls/<hash>/<name>``), verified against
     ``sha256`` or, without it, against the publisher's digest (GitHub release assets) or the record of its first
     download. It must read safely as a checkpoint and pass ``check``."""
-    return _obtain_url(url, check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force,
-                       settings=settings, entry=entry)[0]
+    return _obtain(entry, url, check=check, sha256=sha256, cache_dir=cache_dir, progress=progress,  # type: ignore
+                   settings=settings, force=force)[0]
 
-
-# --------------------------------------------------------------------------------------------- resolving
 
 @dataclass(frozen=True)
 class Resolved:
@@ -215,15 +165,12 @@ def resolve(entry: CheckpointEntry, *, check: Check | None, weights: str | os.Pa
     ``sha256`` when given (:class:`~resnest_zoo.IntegrityError` otherwise) and hashed when ``digest`` (to record where
     an export came from). ``check`` is what downloaded tensors must pass before they are trusted.
     """
-    sha256 = normalise_sha256(sha256) if sha256 is not None else None
-    options = dict(check=check, cache_dir=cache_dir, progress=progress, sha256=sha256, force=force, settings=settings)
-    if weights is None:
-        got, tensors = _obtain_entry(entry, **options)  # type: ignore[arg-type]
-        return Resolved(got.path, got.sha256, str(got.path), tensors)
-    text = os.fspath(weights)
-    if is_url(text):
-        got, tensors = _obtain_url(text, entry=entry, **options)  # type: ignore[arg-type]
-        return Resolved(got.path, got.sha256, f"{text} (cached as {got.path})", tensors)
+    text = os.fspath(weights) if weights is not None else None
+    if text is None or is_url(text):
+        got, tensors = _obtain(entry, text, check=check, sha256=sha256, cache_dir=cache_dir, progress=progress,
+                               settings=settings, force=force)
+        return Resolved(got.path, got.sha256, str(got.path) if text is None else f"{text} (cached as {got.path})",
+                        tensors)
     path = Path(text).expanduser()
     if not path.is_file():
         read_state_dict(path)  # the one message for a missing file or a folder
@@ -231,7 +178,7 @@ def resolve(entry: CheckpointEntry, *, check: Check | None, weights: str | os.Pa
         return Resolved(path, None, str(path))
     found = verify(path)
     if sha256 is not None:
-        check_digest(path, sha256, found=found.sha256, what="sha256=")
+        check_digest(path, normalise_sha256(sha256), found=found.sha256, what="sha256=")
     return Resolved(path, found.sha256, str(path))
 
 
@@ -239,11 +186,11 @@ def checkpoint_state_dict(entry: CheckpointEntry, *, check: Check | None, weight
                           sha256: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
                           progress: bool | None = None,
                           settings: SourceSettings | None = None) -> tuple[dict[str, torch.Tensor], str, str | None]:
-    """The model tensors for ``entry``, a description of where they came from, and the sha256 of that file (None for
-    a local file used as it is).
+    """The model tensors for ``entry``, a description of where they came from, and the sha256 of that file (None for a
+    local file used as it is).
 
-    ``weights`` and ``sha256`` are :func:`resolve`'s. The catalogue's file is read from its model-only safetensors
-    copy when a valid one is cached (no re-hashing, no unpickling), else obtained, read with
+    ``weights`` and ``sha256`` are :func:`resolve`'s. The catalogue's file is read from its model-only safetensors copy
+    when a valid one is cached (no re-hashing, no unpickling), else obtained, read with
     ``torch.load(weights_only=True)``, and copied to safetensors for the next time.
     """
     if weights is None:
@@ -252,12 +199,11 @@ def checkpoint_state_dict(entry: CheckpointEntry, *, check: Check | None, weight
         fast = read_fast_copy(folder, entry, known.sha256) if known.sha256 is not None else None
         if fast is not None:
             if known.unpinned:
-                warn_first_use(entry.filename, known.unpinned)
+                warn_unpinned(entry.filename, known.unpinned)
             return fast[0], f"{fast[1]} (model-only copy of {entry.filename}, sha256 {known.sha256})", known.sha256
     found = resolve(entry, check=check, weights=weights, sha256=sha256, cache_dir=cache_dir, progress=progress,
                     settings=settings)
     tensors = found.tensors()
     if weights is None:
-        keep_fast_copy(tensors, cache.resolve_cache_dir(cache_dir), entry, found.sha256,  # type: ignore[arg-type]
-                       source=found.path)
+        keep_fast_copy(tensors, folder, entry, found.sha256, source=found.path)  # type: ignore[arg-type]
     return tensors, found.description, found.sha256
