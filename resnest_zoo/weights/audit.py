@@ -1,10 +1,9 @@
 """``resnest-zoo cache verify``: every cached file checked again, and with ``fix`` the damaged ones deleted.
 
-Checkpoints are re-hashed against what they must be (the pin, the publisher's digest kept beside them, or the record
-of their first download: :func:`.obtain.expected`), and safetensors copies against the two digests they record: that
-of the checkpoint they were made from (it must be the one the checkpoint must have) and that of their own tensors.
-Bit-rot, a truncated or hand-edited file: each is reported, and with ``fix=True`` deleted, so that the next load gets
-it again. Temporary files are not checked (``cache list`` shows them).
+Checkpoints are re-hashed against what they must be (:func:`.obtain.expected`), safetensors copies against the two
+digests they record: that of the checkpoint they were made from (it must be the one the checkpoint must have) and that
+of their own tensors. Bit-rot, a truncated or hand-edited file is reported, and with ``fix=True`` deleted, so that the
+next load gets it again. Temporary files are not checked (``cache list`` shows them).
 """
 from __future__ import annotations
 

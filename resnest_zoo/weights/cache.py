@@ -13,12 +13,10 @@ Layout (``cache_dir=``, else ``$RESNEST_ZOO_CACHE``, else ``torch.hub.get_dir()/
     resnest_zoo-urls/<hash>/<name>                      files from explicit ``weights=`` URLs, named the same way
 
 Temporary files carry a random token, so every attempt writes files of its own. Whether a live process still owns one
-is read from its modification time alone: writing refreshes it, a writer that stops dates its partial download back
-(:func:`let_go`), and a file not modified for :data:`STALE_SECONDS` has no live owner (``cache list`` says so, ``cache
-clear`` removes it, a download continues it). Correctness does not rest on that judgement: a partial download is
-taken by an atomic rename (:func:`claim`) and its bytes are copied into a file of the taker's own, and a file is
-renamed into place only after the digest of its own bytes was checked. A wrong judgement costs a download, never a
-wrong file. The lock (:func:`lock`) only saves downloading a file twice at once.
+is read from its modification time alone (:func:`in_use`): writing refreshes it, a writer that stops dates it back,
+and a file not modified for :data:`STALE_SECONDS` has no live owner (``cache list`` says so, ``cache clear`` removes
+it, a download continues it). Correctness does not rest on that judgement (see :mod:`.transfer` and :mod:`.obtain`):
+a wrong one costs a download, never a wrong file. The lock (:func:`lock`) only saves downloading a file twice at once.
 """
 from __future__ import annotations
 
@@ -33,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
@@ -44,8 +42,8 @@ from ..errors import ConfigurationError
 from ..files import temporary_owner
 
 __all__ = ["CachedFile", "STALE_SECONDS", "resolve_cache_dir", "checkpoint_path", "safetensors_path", "record_path",
-           "release_note_path", "url_download_path", "new_partial", "note_path", "partials", "claim", "let_go",
-           "in_use", "lock", "remove", "cached_files", "clear_cache"]
+           "release_note_path", "url_download_path", "partial_path", "note_path", "partials", "in_use", "lock",
+           "remove", "cached_files", "clear_cache"]
 
 STALE_SECONDS = 60.0
 """A temporary file not modified for this long has no live owner."""
@@ -111,17 +109,9 @@ def url_download_path(folder: Path, url: str) -> Path:
     return folder / "resnest_zoo-urls" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16] / name
 
 
-# ----------------------------------------------------------------------------------------- partial downloads
-
-def _partial_path(target: Path) -> Path:
+def partial_path(target: Path) -> Path:
+    """A new name for a partial download of ``target``: ``<name>.<random token>.incomplete``."""
     return target.with_name(f"{target.name}.{secrets.token_hex(6)}.incomplete")
-
-
-def new_partial(target: Path) -> tuple[Path, BinaryIO]:
-    """A new partial download of ``target``: a file no other process knows, created and opened for writing."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path = _partial_path(target)
-    return path, open(path, "xb")  # noqa: SIM115 -- the caller owns and closes it
 
 
 def note_path(partial: Path) -> Path:
@@ -135,30 +125,9 @@ def partials(target: Path) -> list[Path]:
     return [path for size, path in sorted(found, reverse=True) if size is not None]
 
 
-def claim(target: Path, partial: Path) -> Path | None:
-    """Take ``partial`` (a partial download of ``target``) by renaming it to a name of this process's own: rename is
-    atomic, so one process at most gets it. None when another one took or removed it first."""
-    claimed = _partial_path(target)
-    try:
-        os.rename(partial, claimed)
-    except FileNotFoundError:
-        return None
-    return claimed
-
-
-def let_go(partial: Path) -> None:
-    """Date a partial download back when its writer stops (an error, Ctrl-C): the next attempt continues it at once
-    rather than after :data:`STALE_SECONDS`."""
-    old = time.time() - 2 * STALE_SECONDS
-    try:
-        os.utime(partial, (old, old))
-    except FileNotFoundError:  # another process took it, judging it abandoned
-        pass
-
-
 def in_use(path: Path) -> bool:
     """Whether a live process may still write ``path``: modified within :data:`STALE_SECONDS` (a partial download's
-    note lives as long as its partial download). False once it is gone."""
+    note lives as long as the partial download). False once it is gone."""
     note = _PARTIAL.fullmatch(path.name)
     try:
         return time.time() - (path.with_suffix("") if note and note["note"] else path).stat().st_mtime < STALE_SECONDS

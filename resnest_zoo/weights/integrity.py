@@ -1,5 +1,5 @@
-"""Digests: hashing files, the digest of a file as a value (:class:`FileDigest`), checking a file against a digest,
-and the warning that a checkpoint is trusted on first use (the rules of trust are :mod:`.obtain`'s)."""
+"""Digests: hashing files, a file's digest as a value, checking a file against a digest, and the warning that a
+checkpoint is trusted on first use (the rules of trust are :mod:`.obtain`'s)."""
 from __future__ import annotations
 
 import hashlib

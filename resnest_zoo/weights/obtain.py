@@ -23,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +47,8 @@ from .transfer import Received, TransferError, get, http_session
 if TYPE_CHECKING:
     from .settings import SourceSettings
 
-__all__ = ["Check", "Tensors", "Wanted", "Expected", "Published", "Source", "mismatch", "read_record", "published",
-           "expected", "warn_unpinned", "obtain"]
+__all__ = ["Check", "Tensors", "Wanted", "Expected", "Source", "mismatch", "read_record", "published", "expected",
+           "warn_unpinned", "obtain"]
 
 Check = Callable[[Mapping[str, torch.Tensor], str], None]
 """What a file's tensors must pass before the file is trusted: ``check(state_dict, name)`` raises
@@ -90,15 +90,6 @@ class Expected:
 
 
 @dataclass(frozen=True)
-class Published:
-    """The publisher's word on one file: its size, and its sha256 when the release lists one."""
-
-    size: int | None
-    sha256: str | None
-    source: str
-
-
-@dataclass(frozen=True)
 class Source:
     """A place to get the file from: ``fetch(wanted, expected, settings, progress)`` returns it complete (not yet
     checked) or raises TransferError; ``offline_ok``: it answers without the network (a folder, the Hub's cache)."""
@@ -137,14 +128,16 @@ def _write(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def published(wanted: Wanted, settings: SourceSettings | None = None) -> Published | str:
+def published(wanted: Wanted, settings: SourceSettings | None = None) -> Expected | str:
     """The size and digest the publisher lists for the wanted file, or why there is none: read once from GitHub's
     release API (``GET {api}/repos/{owner}/{repo}/releases/tags/{tag}`` lists each asset's ``size`` and ``digest``) and
     kept beside the file (:func:`.cache.release_note_path`). Without ``settings``, only what was kept."""
+    note = cache.release_note_path(wanted.target)
     try:
-        note = json.loads(cache.release_note_path(wanted.target).read_text(encoding="utf-8"))
-        if isinstance(note, dict) and note.get("asset_url") == wanted.url:
-            return Published(note.get("size"), note.get("sha256"), f"GitHub release API, read {note.get('read')}")
+        kept = json.loads(note.read_text(encoding="utf-8"))
+        if isinstance(kept, dict) and kept.get("asset_url") == wanted.url:
+            source = f"GitHub release API, read {kept.get('read')}"
+            return Expected(kept.get("sha256"), f"the publisher's digest, {source}", kept.get("size"), source)
     except (FileNotFoundError, ValueError):
         pass
     match = _ASSET.fullmatch(urlparse(wanted.url).path)
@@ -159,36 +152,31 @@ def published(wanted: Wanted, settings: SourceSettings | None = None) -> Publish
                **({"Authorization": f"Bearer {settings.github_token}"} if settings.github_token else {})}
     try:
         with http_session(settings.policy) as session, get(session, url, settings.policy, headers) as response:
-            document = _release(response)
+            asset = _asset(response, match["name"])
     except TransferError as exc:
-        document = exc.reason
-    if isinstance(document, str):
-        return f"GitHub release API {url}: {document}"
-    asset = next((a for a in document.get("assets") or [] if isinstance(a, dict) and a.get("name") == match["name"]),
-                 None)
-    if asset is None:
-        return f"the release at {url} lists no asset named {match['name']}"
+        asset = exc.reason
+    if isinstance(asset, str):
+        return f"GitHub release API {url}: {asset}"
     digest = re.fullmatch(r"sha256:([0-9a-fA-F]{64})", str(asset.get("digest")))
     size = asset.get("size") if isinstance(asset.get("size"), int) else None
-    sha256 = digest[1].lower() if digest else None
-    read = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    _write(cache.release_note_path(wanted.target), json.dumps({"asset_url": wanted.url, "api": url, "size": size,
-                                                               "sha256": sha256, "read": read}))
-    return Published(size, sha256, f"GitHub release API, read {read}")
+    _write(note, json.dumps({"asset_url": wanted.url, "api": url, "size": size, "sha256": digest[1].lower() if digest
+                             else None, "read": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"}))
+    return published(wanted)  # as kept
 
 
-def _release(response: requests.Response) -> dict[str, Any] | str:
-    """The release API's JSON document, or why there is none."""
+def _asset(response: requests.Response, name: str) -> dict[str, Any] | str:
+    """What the release API's answer says of asset ``name``, or why it says nothing."""
     if response.status_code == 403 and response.headers.get("X-RateLimit-Remaining") == "0":
         return "rate limit exceeded (HTTP 403; unauthenticated calls are limited to 60 an hour: set GITHUB_TOKEN)"
     if response.status_code != 200:
         return {401: "GITHUB_TOKEN was refused (HTTP 401)", 404: "no such release (HTTP 404)"}.get(
             response.status_code, f"HTTP {response.status_code} {response.reason or ''}".rstrip())
     try:
-        document = response.json()
-    except ValueError:
-        document = None
-    return document if isinstance(document, dict) else "the answer is not a JSON object"
+        assets = response.json().get("assets") or []
+    except (ValueError, AttributeError):
+        return "the answer is not a JSON object"
+    found = [a for a in assets if isinstance(a, dict) and a.get("name") == name]
+    return found[0] if found else f"the release lists no asset named {name}"
 
 
 def expected(wanted: Wanted, settings: SourceSettings | None = None) -> Expected:
@@ -197,17 +185,17 @@ def expected(wanted: Wanted, settings: SourceSettings | None = None) -> Expected
     if wanted.pin is not None:
         return Expected(wanted.pin, wanted.pin_from, wanted.size, "the catalogue")
     answer = published(wanted, settings)
-    size, size_from = wanted.size, "the catalogue"
-    if size is None and isinstance(answer, Published) and answer.size is not None:
-        size, size_from = answer.size, answer.source
-    if isinstance(answer, Published) and answer.sha256 is not None:
-        return Expected(answer.sha256, f"the publisher's digest, {answer.source}", size, size_from)
-    why = f"its release lists its size but no digest ({answer.source})" if isinstance(answer, Published) else answer
+    said = answer if isinstance(answer, Expected) else Expected(unpinned=answer)
+    why = said.unpinned or f"its release lists its size but no digest ({said.size_from})"
+    if wanted.size is not None or said.size is None:
+        said = replace(said, size=wanted.size, size_from="the catalogue")
+    if said.sha256 is not None:
+        return said
     if wanted.entry is None or wanted.url != wanted.entry.url:
         why = f"{wanted.url} was given without sha256= ({why})"
     record = read_record(wanted.target)
     digest_from = f"the record of its first download, {cache.record_path(wanted.target)}" if record else ""
-    return Expected(record, digest_from, size, size_from, unpinned=why)
+    return replace(said, sha256=record, digest_from=digest_from, unpinned=why)
 
 
 def warn_unpinned(filename: str, reason: str) -> None:
@@ -231,20 +219,6 @@ def _read(wanted: Wanted, path: Path, name: str) -> Tensors:
     return tensors
 
 
-def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool = False) -> Tensors:
-    """The tensors of a file that reads safely and passes the wanted check. Otherwise the file (unless ``kept`` in
-    another library's cache), the record of its digest and the fast-reload copy made from it are removed, and the
-    error says so."""
-    try:
-        return _read(wanted, path, name)
-    except (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
-        removed = _discard(wanted, None if kept else path, sha256)
-        said = f"Removed from the cache: {', '.join(map(str, removed))}. " if removed else ""
-        left = f"Left in the Hugging Face cache: {path} (remove it with `hf cache rm`). " if kept else ""
-        raise type(exc)(f"{exc}\n{said}{left}Nothing of it is trusted, so once its source is fixed, the same call "
-                        "gets it again.") from None
-
-
 def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
     """Remove ``path``, the record of digest ``sha256`` and the fast-reload copy made from it; return what was removed."""
     doomed = [path] if path is not None else []
@@ -259,11 +233,23 @@ def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
     return cache.remove(doomed)
 
 
+def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool = False) -> Tensors:
+    """The tensors of a file that reads safely and passes the wanted check; otherwise it is discarded (unless ``kept``
+    in another library's cache) with what came from it, and the error says so."""
+    try:
+        return _read(wanted, path, name)
+    except (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
+        removed = _discard(wanted, None if kept else path, sha256)
+        said = f"Removed from the cache: {', '.join(map(str, removed))}. " if removed else ""
+        left = f"Left in the Hugging Face cache: {path} (remove it with `hf cache rm`). " if kept else ""
+        raise type(exc)(f"{exc}\n{said}{left}Nothing of it is trusted, so once its source is fixed, the same call "
+                        "gets it again.") from None
+
+
 def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, str]],
             unwritable: str = "") -> Found | None:
-    """The cached file if it verifies (read when no digest vouched for it). Otherwise it is removed with what came
-    from it and the reason noted (None) -- or, in a cache folder that cannot be written (``unwritable`` says why),
-    left there with an error."""
+    """The cached file if it verifies (read when no digest vouched for it). Otherwise it is discarded and the reason
+    noted (None) -- or, in a cache folder that cannot be written (``unwritable`` says why), left there with an error."""
     known = expected(wanted)
     if known.sha256 is None and not unwritable:  # first sight (placed by hand, by torch.hub, before a crash)
         known = expected(wanted, settings)

@@ -1,22 +1,18 @@
-"""Moving bytes into a partial download of this attempt's own -- HTTP(S) with resume and retries, or a local copy --
-handed over complete with the digest of its bytes (checking it and renaming that very file into place is
-:mod:`.obtain`'s job).
-
-* Ownership: each attempt writes a new file, and only that one. An earlier attempt's partial download of the same URL
-  that no live process owns (:func:`.cache.in_use`) is taken by an atomic rename and its bytes copied into this
-  attempt's file: never appended to in place, since its writer may be alive after all.
-* Resume: ``Range`` with ``If-Range`` (the strong ETag or Last-Modified date its bytes came with), so a file changed
-  upstream is sent whole instead of spliced; the byte count is checked against Content-Length or Content-Range.
-* Retries: urllib3's ``Retry``, as configured (``RESNEST_ZOO_RETRIES``, backoff ``RESNEST_ZOO_RETRY_DELAY``,
-  ``Retry-After`` honoured), re-sends a request that failed before its body (connection errors, timeouts, HTTP 5xx,
-  408, 429). A body that breaks off is continued with a Range request, which ``Retry`` cannot do: a loop of our own
-  with the same count, reset by an attempt that received bytes.
+"""Moving bytes into a partial download of this attempt's own (HTTP(S) with resume and retries, or a local copy),
+handed over complete with the digest of its bytes: checking it and renaming that very file into place is
+:mod:`.obtain`'s job. Each attempt writes a new file, and only that one; an earlier attempt's partial download of the
+same URL that no live process owns is taken by an atomic rename and its bytes *copied* (never appended to in place:
+its writer may be alive after all), then continued with ``Range`` and ``If-Range``, so a file changed upstream is sent
+whole instead of spliced. urllib3's ``Retry``, as configured, re-sends a request that failed before its body; a body
+that breaks off is continued with a Range request, which ``Retry`` cannot do, by a loop with the same count.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
+import os
 import random
 import socket
 import ssl
@@ -47,8 +43,7 @@ RETRY_STATUS = frozenset({408, 429, *range(500, 600)})
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard a download tries: ``retries`` further attempts after a failure, waiting ``delay`` times 0, 2, 4, 8 ...
-    seconds (at most ``max_delay``); ``timeout`` seconds to connect and, while reading, between two packets, so a slow
-    server that keeps sending is never cut off."""
+    seconds (at most ``max_delay``); ``timeout`` seconds to connect and between two packets."""
 
     retries: int = options.RETRIES
     delay: float = options.RETRY_DELAY
@@ -87,7 +82,8 @@ class Received:
 
 
 def http_session(policy: RetryPolicy) -> requests.Session:
-    """A session that retries as ``policy`` says (module docstring) and names this package."""
+    """A session that retries connection errors, timeouts, HTTP 5xx, 408 and 429 as ``policy`` says, honouring
+    ``Retry-After``, and names this package."""
     retry = Retry(total=policy.retries, other=0, backoff_factor=policy.delay, backoff_max=policy.max_delay,
                   backoff_jitter=policy.delay / 5, status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET"}),
                   raise_on_status=False, respect_retry_after_header=True)
@@ -152,25 +148,25 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
 
 
 class _Download:
-    """One attempt's partial file -- started from an abandoned attempt's bytes when one can be taken -- its running
-    digest, the note beside it saying where its bytes came from, and the requests that complete it."""
+    """One attempt's partial file, its running digest, the note beside it (URL, validator, size) and the requests
+    that complete it."""
 
     def __init__(self, url: str, target: Path, policy: RetryPolicy, expected_size: int | None, size_from: str) -> None:
         self.url, self.policy, self.expected_size, self.size_from = url, policy, expected_size, size_from
-        self.path, self.handle = cache.new_partial(target)
+        self.path, self.handle = _new_partial(target)
         self.hasher, self.total, self.validator = hashlib.sha256(), None, None
         for candidate in cache.partials(target):  # an attempt of this URL that noted its validator, and is let go
-            try:
-                note = json.loads(cache.note_path(candidate).read_text(encoding="utf-8"))
-            except (FileNotFoundError, ValueError):
+            note, claimed = _note(candidate), cache.partial_path(target)
+            if note.get("url") != url or not note.get("validator") or cache.in_use(candidate):
                 continue
-            usable = isinstance(note, dict) and note.get("url") == url and note.get("validator")
-            claimed = cache.claim(target, candidate) if usable and not cache.in_use(candidate) else None
-            if claimed is not None:  # ours now; its writer, if alive, writes on into a file that nobody reads
-                self.hasher = hash_file(claimed, into=self.handle)
-                cache.remove([claimed, cache.note_path(candidate)])
-                self.note(note.get("total"), note["validator"])
-                break
+            try:
+                os.rename(candidate, claimed)  # atomic: one process at most takes it
+            except FileNotFoundError:
+                continue
+            self.hasher = hash_file(claimed, into=self.handle)  # a copy: its writer, if alive, writes on into a
+            cache.remove([claimed, cache.note_path(candidate)])  # file that nobody reads
+            self.note(note.get("total"), note["validator"])
+            break
         self.size = self.handle.tell()
         self.resumed = self.size > 0
 
@@ -241,13 +237,29 @@ class _Download:
         self.handle.close()
         if complete or not self.size:
             cache.remove([cache.note_path(self.path), *([] if complete else [self.path])])
-        else:
-            cache.let_go(self.path)
+        else:  # dated back: the next attempt continues it at once, not after STALE_SECONDS
+            with contextlib.suppress(FileNotFoundError):  # (unless another process took it already)
+                os.utime(self.path, (time.time() - 2 * cache.STALE_SECONDS,) * 2)
         return Received(self.path, self.hasher.hexdigest(), self.size)
 
 
-def _mib(size: int | None) -> str:
-    return "?" if size is None else f"{size / 2**20:.1f} MiB"
+def _new_partial(target: Path) -> tuple[Path, Any]:
+    """A new partial download of ``target``: a file no other process knows, created and opened for writing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = cache.partial_path(target)
+    return path, open(path, "xb")  # noqa: SIM115 -- the caller closes it
+
+
+def _mib(size: int, total: int | None) -> str:
+    return f"{size / 2**20:.1f} MiB of " + ("?" if total is None else f"{total / 2**20:.1f} MiB")
+
+
+def _note(partial: Path) -> dict[str, Any]:
+    try:
+        note = json.loads(cache.note_path(partial).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, label: str,
@@ -266,7 +278,7 @@ def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, la
     bar = progress_bar(download.total, desc=label, unit="B", enabled=progress, unit_scale=True, unit_divisor=1024,
                        initial=download.size, miniters=1)
     if download.resumed and progress:
-        bar.write(f"{label}: continuing an interrupted download at {_mib(download.size)} of {_mib(download.total)}",
+        bar.write(f"{label}: continuing an interrupted download at {_mib(download.size, download.total)}",
                   file=sys.stderr)
     try:
         with http_session(policy) as session:
@@ -280,8 +292,8 @@ def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, la
                     if failures > policy.retries:
                         raise TransferError(exc.reason + _gave_up(attempts)) from None
                     if progress:
-                        bar.write(f"{label}: {exc.reason}; resuming at {_mib(download.size)} of "
-                                  f"{_mib(download.total)}", file=sys.stderr)
+                        bar.write(f"{label}: {exc.reason}; resuming at {_mib(download.size, download.total)}",
+                                  file=sys.stderr)
                     time.sleep(min(policy.max_delay, policy.delay * 2 ** (failures - 1) if failures > 1 else 0)
                                * random.uniform(0.8, 1.2))  # urllib3's schedule, jittered
     finally:
@@ -293,7 +305,7 @@ def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, la
 def copy_file(source: Path, target: Path, *, progress: bool, label: str) -> Received:
     """Copy a local file (a mirror folder) into a new partial file of ``target``, hashing it on the way."""
     try:
-        path, handle = cache.new_partial(target)
+        path, handle = _new_partial(target)
     except OSError as exc:
         raise TransferError(f"cannot write in {target.parent} ({exc.strerror or exc})") from None
     try:
