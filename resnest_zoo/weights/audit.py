@@ -1,9 +1,6 @@
-"""``resnest-zoo cache verify``: every cached file checked again, and with ``fix`` the damaged ones deleted.
-
-Checkpoints are re-hashed against what they must be (:func:`.obtain.expected`), safetensors copies against the two
-digests they record: that of the checkpoint they were made from (it must be the one the checkpoint must have) and that
-of their own tensors. Bit-rot, a truncated or hand-edited file is reported, and with ``fix=True`` deleted, so that the
-next load gets it again. Temporary files are not checked (``cache list`` shows them).
+"""``resnest-zoo cache verify``: checkpoints re-hashed against what they must be (:func:`.obtain.expected`),
+safetensors copies against the digests they record (of the checkpoint they were made from, and of their tensors).
+Bit-rot, a truncated or edited file is reported and, with ``fix=True``, deleted, so that the next load gets it again.
 """
 from __future__ import annotations
 
@@ -13,9 +10,11 @@ from typing import Literal
 
 from . import cache
 from .cache import CachedFile
+from .checkpoint import read_state_dict
 from .integrity import sha256_file
 from .model_file import MODEL_FILE_FORMAT, read_model_metadata, tensors_digest
 from .obtain import Wanted, expected, mismatch
+from .sources import entry_file
 
 __all__ = ["CheckedFile", "verify_cache"]
 
@@ -32,12 +31,8 @@ class CheckedFile:
     removed: bool = False
 
 
-def _wanted(file: CachedFile) -> Wanted:
-    entry = file.entry
-    if entry is None:  # from a weights= URL: only its record says what it must be
-        return Wanted(file.path, file.path.name, "")
-    return Wanted(cache.checkpoint_path(file.path.parent, entry), entry.filename, entry.url, entry.sha256,
-                  "the catalogue's pin", entry.size, entry)
+def _wanted(file: CachedFile) -> Wanted:  # (from a weights= URL: only its record says what it must be)
+    return Wanted(file.path, "") if file.entry is None else entry_file(file.entry, file.path.parent)
 
 
 def _check_checkpoint(file: CachedFile) -> tuple[Status, str]:
@@ -52,7 +47,7 @@ def _check_checkpoint(file: CachedFile) -> tuple[Status, str]:
 
 
 def _check_copy(file: CachedFile) -> tuple[Status, str]:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     source = expected(_wanted(file)).sha256
     try:
@@ -63,8 +58,7 @@ def _check_copy(file: CachedFile) -> tuple[Status, str]:
             must_have = source or "unknown: no pin, publisher's digest or record"
             return "damaged", (f"made from another file (sha256 {metadata.get('source_sha256')}) than the one the "
                                f"entry must have ({must_have}); loads ignore it")
-        with safe_open(str(file.path), framework="pt") as handle:
-            found = tensors_digest({key: handle.get_tensor(key) for key in handle.keys()})
+        found = tensors_digest(read_state_dict(file.path))
     except (SafetensorError, OSError, ValueError) as exc:
         return "damaged", f"unreadable ({type(exc).__name__}: {exc})"
     if found != metadata.get("tensors_sha256"):
@@ -74,8 +68,8 @@ def _check_copy(file: CachedFile) -> tuple[Status, str]:
 
 
 def verify_cache(cache_dir: str | os.PathLike[str] | None = None, *, fix: bool = False) -> list[CheckedFile]:
-    """Check every cached checkpoint and safetensors copy again (see the module docstring); with ``fix``, delete the
-    damaged ones. Returns one :class:`CheckedFile` per file, in :func:`.cache.cached_files` order."""
+    """Check every cached checkpoint and safetensors copy again; with ``fix``, delete the damaged ones. One
+    :class:`CheckedFile` per file, in :func:`.cache.cached_files` order."""
     results = []
     for file in cache.cached_files(cache_dir):
         if file.kind in ("checkpoint", "safetensors"):

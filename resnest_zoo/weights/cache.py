@@ -1,25 +1,25 @@
-"""The cache folder: the one module that knows its file names; partial downloads, the lock, listing and clearing.
+"""The cache folder: the one module that knows its file names; liveness of temporary files, the lock, listing.
 
-Layout (``cache_dir=``, else ``$RESNEST_ZOO_CACHE``, else ``torch.hub.get_dir()/checkpoints``, the folder of
-``torch.hub.load_state_dict_from_url``, so a file it downloaded is found and verified)::
+Layout (``cache_dir=``, else ``$RESNEST_ZOO_CACHE``, else torch.hub's ``checkpoints`` folder, so that a file
+``torch.hub.load_state_dict_from_url`` downloaded is found and verified)::
 
     fcn_resnest101os8_voc_train.pth                     the published file, verified
     fcn_resnest101os8_voc_train.pth.sha256              its digest record, written once it passed every check
     fcn_resnest101os8_voc_train.pth.release.json        the publisher's size and digest (GitHub release API)
     fcn_resnest101os8_voc_train.safetensors             model-only copy for fast reloads (its source's digest inside)
-    fcn_resnest101os8_voc_train.pth.<token>.incomplete  one download attempt's bytes, and ``.json``: where they came from
+    fcn_resnest101os8_voc_train.pth.<token>.incomplete  one download attempt's bytes (and ``.json``: their origin)
     .<any file above>.<token>.partial                   being written (:func:`resnest_zoo.files.atomic_write`)
     .locks/fcn_resnest101os8_voc_train.pth.lock         the cross-process lock (kept: others may wait on it)
     resnest_zoo-urls/<hash>/<name>                      files from explicit ``weights=`` URLs, named the same way
 
-Temporary files carry a random token, so every attempt writes files of its own. Whether a live process still owns one
-is read from its modification time alone (:func:`in_use`): writing refreshes it, a writer that stops dates it back,
-and a file not modified for :data:`STALE_SECONDS` has no live owner (``cache list`` says so, ``cache clear`` removes
-it, a download continues it). Correctness does not rest on that judgement (see :mod:`.transfer` and :mod:`.obtain`):
-a wrong one costs a download, never a wrong file. The lock (:func:`lock`) only saves downloading a file twice at once.
+Temporary files carry a random token: every attempt writes files of its own. A live process owns one only if it was
+modified within :data:`STALE_SECONDS` (:func:`in_use`: writing refreshes it; a writer that stops dates it back).
+Correctness does not rest on that judgement, nor on the lock (:func:`lock`), which only saves downloading a file twice
+at once: see :mod:`.transfer` and :mod:`.obtain`.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -41,7 +41,7 @@ from ..catalogue import CheckpointEntry, catalogue, get_entry
 from ..errors import ConfigurationError
 from ..files import temporary_owner
 
-__all__ = ["CachedFile", "STALE_SECONDS", "resolve_cache_dir", "checkpoint_path", "safetensors_path", "record_path",
+__all__ = ["CachedFile", "STALE_SECONDS", "resolve_cache_dir", "safetensors_path", "record_path",
            "release_note_path", "url_download_path", "partial_path", "note_path", "partials", "in_use", "lock",
            "remove", "cached_files", "clear_cache"]
 
@@ -54,8 +54,8 @@ _lock_free_warned = False
 
 @dataclass(frozen=True)
 class CachedFile:
-    """One file in the cache: path, size in bytes, kind, catalogue entry (None for ``weights=`` URLs) and, for
-    temporary files, whether a live process may still be writing it."""
+    """One file in the cache: path, size, kind, catalogue entry (None: a ``weights=`` URL's), whether a live process
+    may still write it."""
 
     path: Path
     size: int
@@ -82,11 +82,6 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return folder
 
 
-def checkpoint_path(folder: Path, entry: CheckpointEntry) -> Path:
-    """Where the published file of ``entry`` lives in the cache folder (its published file name)."""
-    return folder / entry.filename
-
-
 def safetensors_path(folder: Path, entry: CheckpointEntry) -> Path:
     """The model-only fast-reload copy of ``entry`` in the cache folder."""
     return folder / (Path(entry.filename).stem + ".safetensors")
@@ -103,8 +98,7 @@ def release_note_path(path: Path) -> Path:
 
 
 def url_download_path(folder: Path, url: str) -> Path:
-    """Where a file from an explicit ``weights=`` URL is cached: a folder per URL, so that files of one name from
-    different places never collide with each other or with catalogue files."""
+    """Where a file from an explicit ``weights=`` URL is cached: a folder per URL, so that names never collide."""
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pth"
     return folder / "resnest_zoo-urls" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16] / name
 
@@ -126,8 +120,8 @@ def partials(target: Path) -> list[Path]:
 
 
 def in_use(path: Path) -> bool:
-    """Whether a live process may still write ``path``: modified within :data:`STALE_SECONDS` (a partial download's
-    note lives as long as the partial download). False once it is gone."""
+    """Whether a live process may still write ``path`` (a note: its partial download): modified within
+    :data:`STALE_SECONDS`."""
     note = _PARTIAL.fullmatch(path.name)
     try:
         return time.time() - (path.with_suffix("") if note and note["note"] else path).stat().st_mtime < STALE_SECONDS
@@ -139,36 +133,30 @@ def remove(paths: Iterable[Path]) -> list[Path]:
     """Delete the files that exist among ``paths``; return those deleted."""
     removed = []
     for path in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path)
-        except FileNotFoundError:
-            pass
     return removed
 
 
 @contextmanager
 def lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold the cross-process lock of ``path`` (in ``.locks/`` beside it), waiting while another process holds it
-    (``on_wait`` is called first). Raises :class:`OSError` when the folder cannot be written (read-only, no
-    permission, full); where files cannot be locked at all, goes on without the lock (one warning per process):
-    downloads stay correct without it (module docstring)."""
+    """Hold the cross-process lock of ``path`` (``on_wait`` is called before waiting for another process); raise
+    :class:`OSError` when the folder cannot be written. Where files cannot be locked, go on without (one warning)."""
     global _lock_free_warned
-    lock_file = path.parent / ".locks" / (path.name + ".lock")
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    held = None
+    (path.parent / ".locks").mkdir(parents=True, exist_ok=True)
+    held, locked = FileLock(str(path.parent / ".locks" / (path.name + ".lock"))), True
     try:
-        candidate = FileLock(str(lock_file))
         try:
-            candidate.acquire(timeout=0)
+            held.acquire(timeout=0)
         except LockTimeout:
             if on_wait is not None:
                 on_wait()
-            candidate.acquire()
-        held = candidate
+            held.acquire()
     except (NotImplementedError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
             raise
+        locked = False
         if not _lock_free_warned:
             _lock_free_warned = True
             warnings.warn(f"cannot lock files in {path.parent} ({type(exc).__name__}: {exc}); working without locks. "
@@ -177,7 +165,7 @@ def lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[N
     try:
         yield
     finally:
-        if held is not None:
+        if locked:
             held.release()
 
 
@@ -191,16 +179,15 @@ def _size(path: Path) -> int | None:
 
 
 def _final(name: str) -> tuple[str, bool]:
-    """The final file a cache file belongs to (``x.pth`` for ``x.pth.<token>.incomplete.json`` and for
-    ``.x.pth.<token>.partial``, itself for a final file), and whether it is temporary."""
+    """The final file a cache file belongs to (``x.pth`` for ``x.pth.<token>.incomplete.json``), and whether it is
+    temporary."""
     inner = temporary_owner(name)
     partial = _PARTIAL.fullmatch(inner or name)
     return (partial["name"], True) if partial else (inner or name, inner is not None)
 
 
 def _checkpoint_of(name: str) -> str:
-    """The checkpoint a final file belongs to: ``x.pth`` for ``x.pth``, ``x.pth.sha256`` and ``x.pth.release.json``."""
-    return name.removesuffix(".sha256").removesuffix(".release.json")
+    return name.removesuffix(".sha256").removesuffix(".release.json")  # (x.pth for x.pth.sha256)
 
 
 def _ours(folder: Path, entries: Iterable[CheckpointEntry], *,
@@ -235,14 +222,9 @@ def cached_files(cache_dir: str | os.PathLike[str] | None = None) -> list[Cached
 
 def clear_cache(cache_dir: str | os.PathLike[str] | None = None, *, segmentor: str | None = None,
                 dataset: str | None = None) -> list[Path]:
-    """Delete cached resnest_zoo files and return the removed paths.
-
-    With ``segmentor`` and ``dataset``: that entry's checkpoint, digest record, release note, safetensors copy and
-    temporary files. With neither: those of every entry, and all files downloaded from ``weights=`` URLs. Waits for a
-    download of the same file in this host's other processes to finish first; temporary files that a live process
-    may still be writing (see :func:`cached_files`) are kept. Other files in the folder (other libraries share
-    torch.hub's folder) and the Hugging Face cache are left alone.
-    """
+    """Delete the cached files of one entry (``segmentor`` and ``dataset``), or of every entry and ``weights=`` URL,
+    and return them: checkpoints, records, release notes, safetensors copies, and temporary files no live process may
+    still write. Waits for this host's other processes that download the same file; other files are left alone."""
     if (segmentor is None) != (dataset is None):
         raise ValueError(f"clear_cache takes both segmentor and dataset, or neither (everything); got "
                          f"segmentor={segmentor!r}, dataset={dataset!r}")

@@ -1,13 +1,11 @@
 """Reading checkpoint files: the model tensors a file holds, read without running any of its code.
 
-Accepted layouts, all found in the wild for these models: the sssegmentation training file (``{"model": state_dict,
-"epoch": ..., "optimizer": ...}``), the file cleaned for publishing (``{"model": state_dict}``), ``{"state_dict":
-state_dict}``, a bare state dict, keys prefixed with ``module.`` (saved from ``DistributedDataParallel``), and
-safetensors files. ``.pth`` files are unpickled with ``torch.load(weights_only=True)`` only: a file that would import
-or call anything is refused (:class:`UnsafeCheckpointError`, naming what it would call) and none of its code runs.
-Zip-format files are memory-mapped, so the optimizer state of a training file is never read into memory. A file that
-is none of these (an HTML error page, random bytes, an empty or truncated file) raises :class:`CheckpointFormatError`
-saying what it holds. Whether the tensors fit a model is :mod:`resnest_zoo.models.strict`'s question.
+Layouts: ``{"model": state_dict, ...}`` (sssegmentation's training and published files), ``{"state_dict": ...}``, a
+bare state dict, keys prefixed with ``module.`` (DDP), safetensors. ``.pth`` files are unpickled with
+``torch.load(weights_only=True)`` only, memory-mapped: a file that would import or call anything is refused
+(:class:`UnsafeCheckpointError`, naming what) and none of its code runs. Anything else (an HTML error page, random or
+truncated bytes) raises :class:`CheckpointFormatError` saying what it holds. Whether tensors fit a model is
+:mod:`resnest_zoo.models.strict`'s question.
 """
 from __future__ import annotations
 
@@ -65,13 +63,16 @@ def _torch_load_safely(path: Path, name: str) -> Any:
         text, size = head[:40].decode("utf-8", errors="replace"), path.stat().st_size
         holds = ("the file is empty (0 bytes)" if size == 0 else f"it holds text ({size} bytes), starting {text!r}"
                  if text.isprintable() else f"its {size} bytes start with {head[:8].hex(' ')}")
-        raise CheckpointFormatError(f"{name} is not a readable PyTorch checkpoint or safetensors file: {holds}, where a "
-                                    "PyTorch file starts as a zip archive ('PK') or a pickle (0x80) and a safetensors "
-                                    "file with its header")
+        raise CheckpointFormatError(f"{name} is not a readable PyTorch checkpoint or safetensors file: {holds}, where "
+                                    "a PyTorch file starts as a zip archive ('PK') or a pickle (0x80) and a "
+                                    "safetensors file with its header")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and zipfile.is_zipfile(path))
-    except Exception as exc:  # torch raises many types for files it cannot read safely; which kind is asked below
-        refused = _unsafe_globals(path) if zipped else []
+    except Exception as exc:  # torch raises many types for files it cannot read safely: is this one unsafe?
+        try:  # (what it would import or call beyond what weights_only allows, read from its pickle's opcodes)
+            refused = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path)) if zipped else []
+        except (RuntimeError, ValueError, OSError, EOFError):  # too damaged even to be scanned
+            refused = []
         if refused:
             raise UnsafeCheckpointError(
                 f"refused to load {name}: unpickling it would import or call code outside plain tensors and "
@@ -84,19 +85,11 @@ def _torch_load_safely(path: Path, name: str) -> Any:
                                     "Nothing from the file was executed.") from exc
 
 
-def _unsafe_globals(path: Path) -> list[str]:
-    """What a zip-format checkpoint would import or call beyond what ``weights_only`` allows (read from its pickle's
-    opcodes, not run); nothing when even that cannot be read (a damaged file)."""
-    try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except (RuntimeError, ValueError, OSError, EOFError):
-        return []
-
-
 def extract_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Find the model state dict inside a loaded checkpoint object (see the module docstring for layouts)."""
     if not isinstance(obj, Mapping):
-        raise CheckpointFormatError(f"{source} holds a {type(obj).__name__}, expected a dict of tensors or {{'model': ...}}")
+        raise CheckpointFormatError(f"{source} holds a {type(obj).__name__}, expected a dict of tensors or "
+                                    "{'model': ...}")
     where = next((key for key in ("model", "state_dict") if isinstance(obj.get(key), Mapping)), None)
     obj = obj[where] if where is not None else obj
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

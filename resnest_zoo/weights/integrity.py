@@ -1,5 +1,5 @@
-"""Digests: hashing files, a file's digest as a value, checking a file against a digest, and the warning that a
-checkpoint is trusted on first use (the rules of trust are :mod:`.obtain`'s)."""
+"""Digests: hashing files, a file's digest as a value, and the warning that a checkpoint is trusted on first use (the
+rules of trust are :mod:`.obtain`'s)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import IntegrityError
 
-__all__ = ["FileDigest", "UnpinnedCheckpointWarning", "hash_file", "sha256_file", "verify", "check_digest",
-           "normalise_sha256"]
+__all__ = ["FileDigest", "UnpinnedCheckpointWarning", "hash_file", "sha256_file", "verify", "normalise_sha256"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -41,8 +39,8 @@ class FileDigest:
 
 def hash_file(path: str | os.PathLike[str], *, into: BinaryIO | None = None,
               on_chunk: Callable[[int], Any] | None = None) -> Any:
-    """The running sha256 (a ``hashlib`` object) of a file read in 1 MiB chunks, each also written to ``into`` and
-    its length passed to ``on_chunk`` when given (copying and hashing in one read)."""
+    """The sha256 (a ``hashlib`` object) of a file read in 1 MiB chunks, each also written to ``into`` and its length
+    passed to ``on_chunk`` when given: copying and hashing in one read."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -65,14 +63,6 @@ def verify(path: str | os.PathLike[str]) -> FileDigest:
     if not path.is_file():
         raise FileNotFoundError(f"cannot compute the digest of {str(path)!r}: no such file")
     return FileDigest(path, sha256_file(path), path.stat().st_size)
-
-
-def check_digest(path: Path, expected: str, *, found: str | None = None, what: str = "the pin") -> None:
-    """Raise :class:`IntegrityError` unless ``path`` has digest ``expected`` (``found`` saves re-hashing)."""
-    found = found if found is not None else sha256_file(path)
-    if found != expected:
-        raise IntegrityError(f"{path} failed verification: digest mismatch: sha256 expected {expected} ({what}), found "
-                             f"{found} ({path.stat().st_size} bytes)")
 
 
 def normalise_sha256(value: str, *, what: str = "sha256") -> str:

@@ -1,11 +1,7 @@
-"""Model-only safetensors files: the fast-reload copy kept in the cache, and the files ``export`` writes.
-
-Such a file holds the model's tensors alone (no optimizer state, no pickle); its header metadata records where they
-came from (``source_sha256``: the digest of the ``.pth``; ``source_file``, ``segmentor``, ``dataset`` ...) and the
-digest of the tensors themselves (``tensors_sha256``, :func:`tensors_digest`). After the first verified load of a
-catalogue checkpoint its tensors are kept as such a copy (:func:`keep_fast_copy`), and later loads use it only when
-its ``source_sha256`` is the digest the checkpoint must have (:func:`read_fast_copy`). Its bytes are not re-hashed on
-each load (that would cost most of what it saves); ``resnest-zoo cache verify`` checks them.
+"""Model-only safetensors files (the fast-reload copy kept in the cache, the files ``export`` writes): the model's
+tensors alone, their header recording the digest of the ``.pth`` they came from (``source_sha256``) and of the tensors
+themselves (``tensors_sha256``). Loads use the copy only when ``source_sha256`` is the digest the checkpoint must have;
+its bytes are not re-hashed on each load (that would cost most of what it saves): ``resnest-zoo cache verify`` does it.
 """
 from __future__ import annotations
 
@@ -30,8 +26,7 @@ MODEL_FILE_FORMAT = "model/1"
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: the same for the same tensors whatever
-    the file layout, so a safetensors copy can be checked against the digest it records."""
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: the same whatever the file layout."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
@@ -86,8 +81,7 @@ def source_digest(path: Path) -> str | None:
 def read_fast_copy(folder: Path, entry: CheckpointEntry,
                    source_sha256: str) -> tuple[dict[str, torch.Tensor], Path] | None:
     """The tensors of ``entry``'s fast-reload copy and its path, if it was made from the checkpoint with digest
-    ``source_sha256``; None when there is none or it is stale. An unreadable copy is reported (warning), deleted and
-    treated as absent, so the next load rebuilds it from the verified checkpoint."""
+    ``source_sha256``; else None. An unreadable copy is deleted with a warning, so that the next load rebuilds it."""
     from safetensors import SafetensorError
 
     path = cache.safetensors_path(folder, entry)
@@ -108,8 +102,8 @@ def read_fast_copy(folder: Path, entry: CheckpointEntry,
 
 def keep_fast_copy(state_dict: Mapping[str, torch.Tensor], folder: Path, entry: CheckpointEntry,
                    source_sha256: str, *, source: Path) -> None:
-    """Keep the tensors of a verified checkpoint as ``entry``'s fast-reload copy. A cache folder that cannot be
-    written (read-only, full) only makes the next load slower, which a warning says."""
+    """Keep the tensors of a verified checkpoint as ``entry``'s fast-reload copy; a folder that cannot be written
+    only makes the next load slower, which a warning says."""
     path = cache.safetensors_path(folder, entry)
     try:
         write_model_file(state_dict, path, entry=entry, source_sha256=source_sha256)

@@ -2,17 +2,12 @@
 anything trusts it.
 
 What a file must be (:func:`expected`): a *pin* (the catalogue's ``sha256`` or the caller's); else the *publisher's*
-size and digest, for a GitHub release asset (:func:`published`); else the *record* of its first download
-(``<file>.sha256``), written only once that file passed every check: trust on first use, said once per process by an
-:class:`~.integrity.UnpinnedCheckpointWarning`.
-
-:func:`obtain` takes the file's lock (only so that processes do not download it twice at once), uses the cached file if
-it verifies, and otherwise asks each source in turn for the file: its size and sha256 are checked, then that it reads
-safely as a checkpoint whose tensors pass the wanted :data:`Check`; then the very file whose bytes were hashed is
-renamed into place (unless another process placed the file meanwhile: theirs is used once its digest is checked), and
-only then is the digest recorded. A file that fails a check is removed with its record and the copy made from it, and
-the error says so, so that a rerun once the source is fixed just works. A cache folder that cannot be written is used
-as it is: a cached file is verified in place, nothing is changed.
+size and digest (:func:`published`); else the *record* of its first download (``<file>.sha256``), written only once the
+file passed every check. :func:`obtain` takes the file's lock (only so that processes do not download it twice at
+once), uses the cached file if it verifies, and otherwise asks each source in turn: the size and sha256 of the file
+received are checked, then that it reads safely as a checkpoint whose tensors pass the wanted :data:`Check`; then that
+very file is renamed into place, and only then is its digest recorded. A file that fails a check is removed with its
+record and the copy made from it, and the error says so: a rerun once the source is fixed just works.
 """
 from __future__ import annotations
 
@@ -51,9 +46,8 @@ __all__ = ["Check", "Tensors", "Wanted", "Expected", "Source", "mismatch", "read
            "warn_unpinned", "obtain"]
 
 Check = Callable[[Mapping[str, torch.Tensor], str], None]
-"""What a file's tensors must pass before the file is trusted: ``check(state_dict, name)`` raises
-:class:`~resnest_zoo.CheckpointMismatchError` (or another checkpoint error) when they do not fit the model; the models
-supply it (:func:`resnest_zoo.models.strict.fits`), this layer only calls it."""
+"""What a file's tensors must pass before it is trusted: ``check(state_dict, name)`` raises a checkpoint error when
+they do not fit the model (the models supply it: :func:`resnest_zoo.models.strict.fits`)."""
 Tensors = dict[str, torch.Tensor]
 Found = tuple[FileDigest, "Tensors | None", "Expected"]  # a verified file, its tensors if read, what it had to be
 _ASSET = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+)/releases/download/(?P<tag>[^/]+)/(?P<name>[^/]+)")
@@ -63,12 +57,10 @@ _unpinned_warned = False
 
 @dataclass(frozen=True)
 class Wanted:
-    """One file to obtain: where it goes, a name for messages, the URL its publisher is asked about, the pin and size
-    it must have (and where the pin comes from), its catalogue entry if any, and what its tensors must pass (without
-    ``check``, it must only read safely as a checkpoint)."""
+    """One file to obtain: where it goes, the URL its publisher is asked about, the pin (and where it comes from) and
+    size it must have, its catalogue entry if any, and what its tensors must pass (None: reading safely)."""
 
     target: Path
-    label: str
     url: str
     pin: str | None = None
     pin_from: str = "sha256="
@@ -91,8 +83,8 @@ class Expected:
 
 @dataclass(frozen=True)
 class Source:
-    """A place to get the file from: ``fetch(wanted, expected, settings, progress)`` returns it complete (not yet
-    checked) or raises TransferError; ``offline_ok``: it answers without the network (a folder, the Hub's cache)."""
+    """A place to get a file from: ``fetch(wanted, expected, settings, progress)`` returns it (not yet checked) or
+    raises TransferError; ``offline_ok``: it answers without the network."""
 
     name: str
     fetch: Callable[[Wanted, Expected, SourceSettings, bool], Received]
@@ -118,8 +110,8 @@ def read_record(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     if not fields or not _HEX64.fullmatch(fields[0]):
-        raise IntegrityError(f"the digest record {record} is damaged (expected '<sha256>  {path.name}'): delete {record} "
-                             f"and {path}, and the file will be downloaded and checked again")
+        raise IntegrityError(f"the digest record {record} is damaged (expected '<sha256>  {path.name}'): delete "
+                             f"{record} and {path}, and the file will be downloaded and checked again")
     return fields[0]
 
 
@@ -169,13 +161,11 @@ def _asset(response: requests.Response, name: str) -> dict[str, Any] | str:
     if response.status_code == 403 and response.headers.get("X-RateLimit-Remaining") == "0":
         return "rate limit exceeded (HTTP 403; unauthenticated calls are limited to 60 an hour: set GITHUB_TOKEN)"
     if response.status_code != 200:
-        return {401: "GITHUB_TOKEN was refused (HTTP 401)", 404: "no such release (HTTP 404)"}.get(
-            response.status_code, f"HTTP {response.status_code} {response.reason or ''}".rstrip())
+        return "no such release (HTTP 404)" if response.status_code == 404 else f"HTTP {response.status_code}"
     try:
-        assets = response.json().get("assets") or []
-    except (ValueError, AttributeError):
-        return "the answer is not a JSON object"
-    found = [a for a in assets if isinstance(a, dict) and a.get("name") == name]
+        found = [a for a in response.json()["assets"] if isinstance(a, dict) and a.get("name") == name]
+    except (ValueError, TypeError, KeyError):
+        return "the answer is not a release"
     return found[0] if found else f"the release lists no asset named {name}"
 
 
@@ -220,7 +210,7 @@ def _read(wanted: Wanted, path: Path, name: str) -> Tensors:
 
 
 def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
-    """Remove ``path``, the record of digest ``sha256`` and the fast-reload copy made from it; return what was removed."""
+    """Remove ``path``, the record of digest ``sha256`` and the fast-reload copy made from it; return what went."""
     doomed = [path] if path is not None else []
     try:
         recorded = read_record(wanted.target) == sha256
@@ -248,8 +238,8 @@ def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool =
 
 def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, str]],
             unwritable: str = "") -> Found | None:
-    """The cached file if it verifies (read when no digest vouched for it). Otherwise it is discarded and the reason
-    noted (None) -- or, in a cache folder that cannot be written (``unwritable`` says why), left there with an error."""
+    """The cached file if it verifies; else None, the file discarded and why noted -- or, where the folder cannot be
+    written (``unwritable`` says why), an error and nothing changed."""
     known = expected(wanted)
     if known.sha256 is None and not unwritable:  # first sight (placed by hand, by torch.hub, before a crash)
         known = expected(wanted, settings)
@@ -273,8 +263,8 @@ def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, 
 
 
 def _accept(wanted: Wanted, received: Received, source: str, known: Expected, force: bool) -> Found:
-    """Check a file received from ``source`` and rename it into place, unless it is kept in another library's cache:
-    then it stays there, and only its digest is recorded."""
+    """Check a file received from ``source``, rename it into place (unless kept in another library's cache), and
+    record its digest."""
     problem = mismatch(received.sha256, received.size, known)
     if problem is not None and received.kept:
         raise TransferError(f"{problem} for {received.path} in the Hugging Face cache (left there: delete it with "
@@ -285,7 +275,7 @@ def _accept(wanted: Wanted, received: Received, source: str, known: Expected, fo
             problem += (f"; if the published file really changed, delete the record {cache.record_path(wanted.target)}"
                         " and download again")
         raise TransferError(problem + "; the downloaded file was deleted")
-    name = f"{received.path if received.kept else wanted.label} from {source}"
+    name = f"{received.path if received.kept else wanted.target.name} from {source}"
     tensors = _trusted(wanted, received.path, received.sha256, name, kept=received.kept)
     if not received.kept:
         _place(wanted, received, force)
@@ -315,29 +305,22 @@ def _place(wanted: Wanted, received: Received, force: bool) -> None:
 def obtain(wanted: Wanted, sources: Sequence[Source], settings: SourceSettings, *, progress: bool, hint: str,
            force: bool = False) -> tuple[FileDigest, Tensors | None]:
     """The verified file wanted, and its tensors when they were read while checking it: the cached file, or the first
-    that a source supplies and that passes every check (module docstring). ``hint`` says how to supply the file by
-    hand, for the error; ``force`` downloads it again even when cached.
-
-    Raises:
-        CheckpointNotAvailableError: no source supplied a verified file (each is listed with its reason), or the
-            cache folder cannot be written.
-        CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError: a source supplied a file that is not
-            a safe checkpoint fitting the entry (it was removed).
-    """
-    def waiting() -> None:
-        if progress:
-            print(f"waiting for another process to finish downloading {wanted.label} ...", file=sys.stderr)
-
+    that a source supplies and that passes every check; ``force``: not the cached one. Raises
+    :class:`~resnest_zoo.CheckpointNotAvailableError` listing each source with its reason, then ``hint``, or a
+    checkpoint error (format, unsafe, mismatch) for a file that was removed."""
     attempts: list[tuple[str, str]] = []
+    waiting = f"waiting for another process to finish downloading {wanted.target.name} ..."
     with ExitStack() as stack:
         try:
-            stack.enter_context(cache.lock(wanted.target, on_wait=waiting))
+            stack.enter_context(cache.lock(wanted.target, on_wait=(lambda: print(waiting, file=sys.stderr)) if progress
+                                           else None))
         except OSError as exc:  # a cache folder that cannot be written: the cached file as it is, or nothing
             why = f"the cache folder {wanted.target.parent} is not writable ({exc.strerror or exc})"
             if force or not wanted.target.is_file():
-                raise CheckpointNotAvailableError(f"cannot download {wanted.label}: {why}. Choose a writable cache "
-                                                  f"folder (--cache-dir, {environment.CACHE.name} or cache_dir=), or "
-                                                  f"place {wanted.label} in it by hand.") from None
+                name = wanted.target.name
+                raise CheckpointNotAvailableError(f"cannot download {name}: {why}. Choose a writable cache folder "
+                                                  f"(--cache-dir, {environment.CACHE.name} or cache_dir=), or place "
+                                                  f"{name} in it by hand.") from None
             found = _cached(wanted, settings, attempts, unwritable=why)
         else:
             found = _cached(wanted, settings, attempts) if not force and wanted.target.is_file() else None
@@ -353,10 +336,10 @@ def obtain(wanted: Wanted, sources: Sequence[Source], settings: SourceSettings, 
                 except TransferError as exc:
                     attempts.append((source.name, exc.reason))
     if found is None:
-        what = wanted.label + (f" ({wanted.entry.title})" if wanted.entry is not None else "")
+        what = wanted.target.name + (f" ({wanted.entry.title})" if wanted.entry is not None else "")
         offline = f" in offline mode ({settings.offline_reason})" if settings.offline else ""
         lines = [f"could not get {what}{offline}. Sources tried:", *(f"  - {s}: {r}" for s, r in attempts), hint]
         raise CheckpointNotAvailableError("\n".join(lines), attempts)
     if found[2].unpinned:
-        warn_unpinned(wanted.label, found[2].unpinned)
+        warn_unpinned(wanted.target.name, found[2].unpinned)
     return found[0], found[1]

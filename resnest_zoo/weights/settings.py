@@ -1,5 +1,4 @@
-"""Where :mod:`.sources` may look for a file and how hard: offline or not, the mirror, retries, the Hugging Face
-endpoint and cache, the GitHub release API."""
+"""Where :mod:`.sources` may look for a file, and how hard."""
 from __future__ import annotations
 
 import os

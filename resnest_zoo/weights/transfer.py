@@ -15,7 +15,6 @@ import json
 import os
 import random
 import socket
-import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ class TransferError(Exception):
 
 
 class _BodyBroken(TransferError):
-    """The answer's body stopped short or broke off: worth continuing with a Range request."""
+    """The answer's body stopped short or broke off: to be continued with a Range request."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,8 @@ class Received:
 
 
 def http_session(policy: RetryPolicy) -> requests.Session:
-    """A session that retries connection errors, timeouts, HTTP 5xx, 408 and 429 as ``policy`` says, honouring
-    ``Retry-After``, and names this package."""
-    retry = Retry(total=policy.retries, other=0, backoff_factor=policy.delay, backoff_max=policy.max_delay,
+    """A session that retries failed connections and answers (5xx, 408, 429) as ``policy`` says, and names us."""
+    retry = Retry(total=policy.retries, backoff_factor=policy.delay, backoff_max=policy.max_delay,
                   backoff_jitter=policy.delay / 5, status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET"}),
                   raise_on_status=False, respect_retry_after_header=True)
     session = requests.Session()
@@ -103,9 +101,7 @@ _FAILURES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (  # the fi
      "timed out (no answer within {timeout:g} s)"),
     ((http.client.IncompleteRead, urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError),
      "connection closed before the end of the body"),
-    ((ssl.SSLError, requests.exceptions.SSLError), "TLS/SSL error talking to {host}"),
-    ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema),
-     "invalid URL {url!r}"),
+    ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema), "invalid URL {url!r}"),
 )
 
 
@@ -135,8 +131,7 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
     try:
         response = session.get(url, headers=headers, stream=True, timeout=(policy.timeout, policy.timeout))
     except requests.exceptions.RequestException as exc:
-        retried = isinstance(exc, (requests.ConnectionError, requests.Timeout)) and not isinstance(
-            exc, requests.exceptions.SSLError)
+        retried = isinstance(exc, (requests.ConnectionError, requests.Timeout))
         raise TransferError(describe_request_error(exc, url, policy.timeout)
                             + (_gave_up(policy.retries + 1) if retried else "")) from None
     if response.status_code in RETRY_STATUS:
@@ -148,27 +143,28 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
 
 
 class _Download:
-    """One attempt's partial file, its running digest, the note beside it (URL, validator, size) and the requests
-    that complete it."""
+    """One attempt's partial file, its running digest and note (URL, validator, size), and the requests completing
+    it."""
 
     def __init__(self, url: str, target: Path, policy: RetryPolicy, expected_size: int | None, size_from: str) -> None:
-        self.url, self.policy, self.expected_size, self.size_from = url, policy, expected_size, size_from
+        self.url, self.name, self.policy = url, target.name, policy
+        self.expected_size, self.size_from = expected_size, size_from
         self.path, self.handle = _new_partial(target)
         self.hasher, self.total, self.validator = hashlib.sha256(), None, None
         for candidate in cache.partials(target):  # an attempt of this URL that noted its validator, and is let go
-            note, claimed = _note(candidate), cache.partial_path(target)
-            if note.get("url") != url or not note.get("validator") or cache.in_use(candidate):
-                continue
+            claimed = cache.partial_path(target)
             try:
+                note = json.loads(cache.note_path(candidate).read_text(encoding="utf-8"))
+                if note["url"] != url or not note["validator"] or cache.in_use(candidate):
+                    continue
                 os.rename(candidate, claimed)  # atomic: one process at most takes it
-            except FileNotFoundError:
+            except (FileNotFoundError, ValueError, TypeError, KeyError):
                 continue
             self.hasher = hash_file(claimed, into=self.handle)  # a copy: its writer, if alive, writes on into a
             cache.remove([claimed, cache.note_path(candidate)])  # file that nobody reads
             self.note(note.get("total"), note["validator"])
             break
         self.size = self.handle.tell()
-        self.resumed = self.size > 0
 
     def note(self, total: int | None, validator: str | None) -> None:
         """Note the file's size and validator (for ``If-Range``) beside it."""
@@ -181,6 +177,38 @@ class _Download:
         self.handle.seek(0)
         self.handle.truncate()
         self.hasher, self.size, self.total, self.validator = hashlib.sha256(), 0, None, None
+
+    def run(self, progress: bool) -> Received:
+        """Requests until the file is complete, each continuing it where it ends; then the file, handed over."""
+        complete, failures, attempts, name = False, 0, 0, self.name
+        bar = progress_bar(self.total, desc=name, unit="B", enabled=progress, unit_scale=True, unit_divisor=1024,
+                           initial=self.size, miniters=1)
+        if self.size and progress:
+            bar.write(f"{name}: continuing an interrupted download at {self._mib()}", file=sys.stderr)
+        try:
+            with http_session(self.policy) as session:
+                while not complete:
+                    before, attempts = self.size, attempts + 1
+                    try:
+                        self.attempt(session, bar)
+                        complete = True
+                    except _BodyBroken as exc:
+                        failures = 1 if self.size > before else failures + 1  # progress resets the count
+                        if failures > self.policy.retries:
+                            raise TransferError(exc.reason + _gave_up(attempts)) from None
+                        if progress:
+                            bar.write(f"{name}: {exc.reason}; resuming at {self._mib()}", file=sys.stderr)
+                        time.sleep(min(self.policy.max_delay, self.policy.delay * 2 ** (failures - 1) if failures > 1
+                                       else 0) * random.uniform(0.8, 1.2))  # urllib3's schedule, jittered
+        finally:
+            bar.close()
+            self.handle.close()
+            if complete or not self.size:
+                cache.remove([cache.note_path(self.path), *([] if complete else [self.path])])
+            else:  # dated back: the next attempt continues it at once, not after STALE_SECONDS
+                with contextlib.suppress(FileNotFoundError):  # (unless another process took it already)
+                    os.utime(self.path, (time.time() - 2 * cache.STALE_SECONDS,) * 2)
+        return Received(self.path, self.hasher.hexdigest(), self.size)
 
     def attempt(self, session: requests.Session, bar: Any) -> None:
         """One request: continue the partial file from where it ends to the end of the answer."""
@@ -198,12 +226,10 @@ class _Download:
                     raise _BodyBroken(f"server answered a range request with Content-Range "
                                       f"{response.headers.get('Content-Range')!r}; starting again from byte 0")
                 total = int(whole) if whole.isdigit() else None
-            elif status in (200, 416) and self.size:  # the range was ignored, or the file changed (If-Range)
+            elif status in (200, 416) and self.size:  # the range ignored, the file changed (If-Range), or shorter
                 self.restart()
                 if status == 416:
                     raise _BodyBroken("HTTP 416 Range Not Satisfiable for the partial file; starting again from byte 0")
-                if not bar.disable:
-                    bar.write(f"{bar.desc}: the server sent the whole file again; starting from 0", file=sys.stderr)
             elif status != 200:
                 raise TransferError(f"HTTP {status} {response.reason or ''}".rstrip())
             if self.expected_size is not None and total is not None and total != self.expected_size:
@@ -224,6 +250,7 @@ class _Download:
             raise _BodyBroken(f"the body ended after {self.size} of {total} bytes")
 
     def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the file and its digest."""
         try:
             self.handle.write(chunk)
         except OSError as exc:
@@ -231,85 +258,36 @@ class _Download:
         self.hasher.update(chunk)
         self.size += len(chunk)
 
-    def finish(self, complete: bool) -> Received:
-        """Close the file: a complete one is handed over, an incomplete one let go for the next attempt (or removed
-        when it holds nothing)."""
-        self.handle.close()
-        if complete or not self.size:
-            cache.remove([cache.note_path(self.path), *([] if complete else [self.path])])
-        else:  # dated back: the next attempt continues it at once, not after STALE_SECONDS
-            with contextlib.suppress(FileNotFoundError):  # (unless another process took it already)
-                os.utime(self.path, (time.time() - 2 * cache.STALE_SECONDS,) * 2)
-        return Received(self.path, self.hasher.hexdigest(), self.size)
+    def _mib(self) -> str:
+        return f"{self.size / 2**20:.1f} MiB of " + ("?" if self.total is None else f"{self.total / 2**20:.1f} MiB")
 
 
 def _new_partial(target: Path) -> tuple[Path, Any]:
     """A new partial download of ``target``: a file no other process knows, created and opened for writing."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     path = cache.partial_path(target)
-    return path, open(path, "xb")  # noqa: SIM115 -- the caller closes it
-
-
-def _mib(size: int, total: int | None) -> str:
-    return f"{size / 2**20:.1f} MiB of " + ("?" if total is None else f"{total / 2**20:.1f} MiB")
-
-
-def _note(partial: Path) -> dict[str, Any]:
     try:
-        note = json.loads(cache.note_path(partial).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    return note if isinstance(note, dict) else {}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return path, open(path, "xb")  # noqa: SIM115 -- the caller closes it
+    except OSError as exc:
+        raise TransferError(f"cannot write in {target.parent} ({exc.strerror or exc})") from None
 
 
-def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, label: str,
-              expected_size: int | None = None, size_from: str = "the catalogue") -> Received:
+def fetch_url(url: str, target: Path, *, policy: RetryPolicy, progress: bool, expected_size: int | None = None,
+              size_from: str = "the catalogue") -> Received:
     """Download ``url`` into a partial file of this attempt's own (continuing an abandoned attempt's bytes when one
-    can be taken) and return it complete, with the digest of its bytes.
-
-    Raises :class:`TransferError` with a one-line reason when the source cannot supply the file; the partial file is
-    then let go, so that the next attempt continues it.
-    """
+    can be taken) and return it complete; or raise :class:`TransferError` saying why, the partial file let go."""
     try:
         download = _Download(url, target, policy, expected_size, size_from)
-    except OSError as exc:
+    except OSError as exc:  # (copying an abandoned attempt's bytes, writing the note)
         raise TransferError(f"cannot write in {target.parent} ({exc.strerror or exc})") from None
-    complete, failures, attempts = False, 0, 0
-    bar = progress_bar(download.total, desc=label, unit="B", enabled=progress, unit_scale=True, unit_divisor=1024,
-                       initial=download.size, miniters=1)
-    if download.resumed and progress:
-        bar.write(f"{label}: continuing an interrupted download at {_mib(download.size, download.total)}",
-                  file=sys.stderr)
-    try:
-        with http_session(policy) as session:
-            while not complete:
-                before, attempts = download.size, attempts + 1
-                try:
-                    download.attempt(session, bar)
-                    complete = True
-                except _BodyBroken as exc:
-                    failures = 1 if download.size > before else failures + 1  # progress resets the count
-                    if failures > policy.retries:
-                        raise TransferError(exc.reason + _gave_up(attempts)) from None
-                    if progress:
-                        bar.write(f"{label}: {exc.reason}; resuming at {_mib(download.size, download.total)}",
-                                  file=sys.stderr)
-                    time.sleep(min(policy.max_delay, policy.delay * 2 ** (failures - 1) if failures > 1 else 0)
-                               * random.uniform(0.8, 1.2))  # urllib3's schedule, jittered
-    finally:
-        bar.close()
-        received = download.finish(complete)
-    return received
+    return download.run(progress)
 
 
-def copy_file(source: Path, target: Path, *, progress: bool, label: str) -> Received:
+def copy_file(source: Path, target: Path, *, progress: bool) -> Received:
     """Copy a local file (a mirror folder) into a new partial file of ``target``, hashing it on the way."""
+    path, handle = _new_partial(target)
     try:
-        path, handle = _new_partial(target)
-    except OSError as exc:
-        raise TransferError(f"cannot write in {target.parent} ({exc.strerror or exc})") from None
-    try:
-        with handle, progress_bar(source.stat().st_size, desc=label, unit="B", enabled=progress, unit_scale=True,
+        with handle, progress_bar(source.stat().st_size, desc=target.name, unit="B", enabled=progress, unit_scale=True,
                                   unit_divisor=1024) as bar:
             digest = hash_file(source, into=handle, on_chunk=bar.update)
     except BaseException:
