@@ -27,14 +27,13 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock
-from filelock import Timeout as LockTimeout
 
 from .. import environment
 from ..catalogue import CheckpointEntry, catalogue, get_entry
@@ -76,9 +75,8 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         folder = Path(torch.hub.get_dir()).expanduser() / "checkpoints"
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        given = "cache_dir=" if cache_dir is not None else f"{environment.CACHE.name}=" if from_env else "torch.hub"
-        raise ConfigurationError(f"cannot use {folder} (from {given}) as the cache folder: {existing} is a file, not a "
-                                 f"folder; give a folder (--cache-dir, {environment.CACHE.name} or cache_dir=)")
+        raise ConfigurationError(f"cannot use {folder} as the cache folder: {existing} is a file, not a folder; give "
+                                 f"a folder (--cache-dir, {environment.CACHE.name} or cache_dir=)")
     return folder
 
 
@@ -140,19 +138,14 @@ def remove(paths: Iterable[Path]) -> list[Path]:
 
 
 @contextmanager
-def lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold the cross-process lock of ``path`` (``on_wait`` is called before waiting for another process); raise
-    :class:`OSError` when the folder cannot be written. Where files cannot be locked, go on without (one warning)."""
+def lock(path: Path) -> Iterator[None]:
+    """Hold the cross-process lock of ``path``, waiting while another process holds it; raise :class:`OSError` when
+    the folder cannot be written. Where files cannot be locked, go on without (one warning per process)."""
     global _lock_free_warned
     (path.parent / ".locks").mkdir(parents=True, exist_ok=True)
     held, locked = FileLock(str(path.parent / ".locks" / (path.name + ".lock"))), True
     try:
-        try:
-            held.acquire(timeout=0)
-        except LockTimeout:
-            if on_wait is not None:
-                on_wait()
-            held.acquire()
+        held.acquire()
     except (NotImplementedError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
             raise
@@ -179,8 +172,7 @@ def _size(path: Path) -> int | None:
 
 
 def _final(name: str) -> tuple[str, bool]:
-    """The final file a cache file belongs to (``x.pth`` for ``x.pth.<token>.incomplete.json``), and whether it is
-    temporary."""
+    """The final file a cache file is or belongs to (``x.pth`` for ``x.pth.<token>.incomplete``), and if temporary."""
     inner = temporary_owner(name)
     partial = _PARTIAL.fullmatch(inner or name)
     return (partial["name"], True) if partial else (inner or name, inner is not None)
@@ -192,8 +184,7 @@ def _checkpoint_of(name: str) -> str:
 
 def _ours(folder: Path, entries: Iterable[CheckpointEntry], *,
           urls: bool) -> Iterator[tuple[Path, Path, CheckpointEntry | None]]:
-    """Each file of ``entries`` in the cache (final or temporary) and, with ``urls``, each downloaded from a
-    ``weights=`` URL: its path, the checkpoint it belongs to, and that checkpoint's entry."""
+    """Each file of ``entries`` (and, with ``urls``, of ``weights=`` URLs): its path, checkpoint and entry."""
     names = {name: e for e in entries for name in (e.filename, safetensors_path(folder, e).name)}
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         entry = names.get(_checkpoint_of(_final(path.name)[0]))
@@ -205,9 +196,8 @@ def _ours(folder: Path, entries: Iterable[CheckpointEntry], *,
 
 
 def cached_files(cache_dir: str | os.PathLike[str] | None = None) -> list[CachedFile]:
-    """The resnest_zoo files in the cache folder: published checkpoints, fast-reload safetensors copies, partial
-    downloads and other temporary files (``in_use``: a live process may own it), each with its size and catalogue
-    entry. Digest records, release notes and locks are not listed."""
+    """The resnest_zoo files in the cache folder: checkpoints, fast-reload safetensors copies, partial downloads and
+    other temporary files (records, release notes and locks are not listed)."""
     files = []
     for path, _, entry in _ours(resolve_cache_dir(cache_dir), catalogue().values(), urls=True):
         (final, temporary), size = _final(path.name), _size(path)

@@ -71,8 +71,7 @@ class Wanted:
 
 @dataclass(frozen=True)
 class Expected:
-    """What a file must be: its sha256 and size where known, and where each comes from (for messages). ``unpinned``
-    says why only the record of a first download vouches for it (empty: a pin or the publisher does)."""
+    """What a file must be (sha256, size) and where each comes from; ``unpinned``: why only a first download vouches."""
 
     sha256: str | None = None
     digest_from: str = ""
@@ -102,8 +101,7 @@ def mismatch(sha256: str, size: int | None, expected: Expected) -> str | None:
 
 
 def read_record(path: Path) -> str | None:
-    """The digest recorded for ``path``, or None without a record; a damaged record raises
-    :class:`~resnest_zoo.IntegrityError` (it is never silently replaced)."""
+    """The digest recorded for ``path`` or None; a damaged record raises :class:`~resnest_zoo.IntegrityError`."""
     record = cache.record_path(path)
     try:
         fields = record.read_text(encoding="utf-8").split()
@@ -122,8 +120,7 @@ def _write(path: Path, text: str) -> None:
 
 def published(wanted: Wanted, settings: SourceSettings | None = None) -> Expected | str:
     """The size and digest the publisher lists for the wanted file, or why there is none: read once from GitHub's
-    release API (``GET {api}/repos/{owner}/{repo}/releases/tags/{tag}`` lists each asset's ``size`` and ``digest``) and
-    kept beside the file (:func:`.cache.release_note_path`). Without ``settings``, only what was kept."""
+    release API (its assets' ``size`` and ``digest``) and kept beside the file. Without ``settings``, only as kept."""
     note = cache.release_note_path(wanted.target)
     try:
         kept = json.loads(note.read_text(encoding="utf-8"))
@@ -202,33 +199,27 @@ def warn_unpinned(filename: str, reason: str) -> None:
                                             "pin it with sha256=", reason), stacklevel=level)
 
 
-def _read(wanted: Wanted, path: Path, name: str) -> Tensors:
-    tensors = read_state_dict(path, source=name)
-    if wanted.check is not None:
-        wanted.check(tensors, name)
-    return tensors
-
-
 def _discard(wanted: Wanted, path: Path | None, sha256: str) -> list[Path]:
     """Remove ``path``, the record of digest ``sha256`` and the fast-reload copy made from it; return what went."""
     doomed = [path] if path is not None else []
-    try:
-        recorded = read_record(wanted.target) == sha256
-    except IntegrityError:  # a damaged record describes nothing: it goes too
-        recorded = True
-    doomed += [cache.record_path(wanted.target)] if recorded else []
+    doomed += [cache.record_path(wanted.target)] if read_record(wanted.target) == sha256 else []
     copy = cache.safetensors_path(wanted.target.parent, wanted.entry) if wanted.entry is not None else None
     if copy is not None and copy.is_file() and source_digest(copy) in (sha256, None):
         doomed.append(copy)
     return cache.remove(doomed)
 
 
-def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool = False) -> Tensors:
-    """The tensors of a file that reads safely and passes the wanted check; otherwise it is discarded (unless ``kept``
-    in another library's cache) with what came from it, and the error says so."""
+def _trusted(wanted: Wanted, path: Path, sha256: str, name: str, *, kept: bool | None = False) -> Tensors:
+    """The tensors of a file that reads safely and fits; else it is discarded with what came from it (unless ``kept``
+    in another library's cache; None: where nothing can be removed), and the error says so."""
     try:
-        return _read(wanted, path, name)
+        tensors = read_state_dict(path, source=name)
+        if wanted.check is not None:
+            wanted.check(tensors, name)
+        return tensors
     except (CheckpointFormatError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
+        if kept is None:  # (a cache folder that cannot be written: nothing is removed)
+            raise
         removed = _discard(wanted, None if kept else path, sha256)
         said = f"Removed from the cache: {', '.join(map(str, removed))}. " if removed else ""
         left = f"Left in the Hugging Face cache: {path} (remove it with `hf cache rm`). " if kept else ""
@@ -252,19 +243,17 @@ def _cached(wanted: Wanted, settings: SourceSettings, attempts: list[tuple[str, 
         removed = ", ".join(map(str, _discard(wanted, wanted.target, digest.sha256)))
         attempts.append((f"cached file {wanted.target}", f"failed verification ({problem}); removed {removed}"))
         return None
-    tensors, name = None, f"cached file {wanted.target}"
-    if known.sha256 is None and unwritable:
-        tensors = _read(wanted, wanted.target, f"{name} (in a read-only cache folder)")
-    elif known.sha256 is None:
-        tensors = _trusted(wanted, wanted.target, digest.sha256, name)
+    name = f"cached file {wanted.target}" + (" (in a read-only cache folder)" if unwritable else "")
+    tensors = None
+    if known.sha256 is None:  # no digest vouched for it: it must at least read safely and fit
+        tensors = _trusted(wanted, wanted.target, digest.sha256, name, kept=None if unwritable else False)
     if not unwritable and read_record(wanted.target) != digest.sha256:
         _write(cache.record_path(wanted.target), f"{digest.sha256}  {wanted.target.name}\n")
     return digest, tensors, known
 
 
 def _accept(wanted: Wanted, received: Received, source: str, known: Expected, force: bool) -> Found:
-    """Check a file received from ``source``, rename it into place (unless kept in another library's cache), and
-    record its digest."""
+    """Check a file received, rename it into place (unless kept in another library's cache), record its digest."""
     problem = mismatch(received.sha256, received.size, known)
     if problem is not None and received.kept:
         raise TransferError(f"{problem} for {received.path} in the Hugging Face cache (left there: delete it with "
@@ -309,11 +298,9 @@ def obtain(wanted: Wanted, sources: Sequence[Source], settings: SourceSettings, 
     :class:`~resnest_zoo.CheckpointNotAvailableError` listing each source with its reason, then ``hint``, or a
     checkpoint error (format, unsafe, mismatch) for a file that was removed."""
     attempts: list[tuple[str, str]] = []
-    waiting = f"waiting for another process to finish downloading {wanted.target.name} ..."
     with ExitStack() as stack:
         try:
-            stack.enter_context(cache.lock(wanted.target, on_wait=(lambda: print(waiting, file=sys.stderr)) if progress
-                                           else None))
+            stack.enter_context(cache.lock(wanted.target))
         except OSError as exc:  # a cache folder that cannot be written: the cached file as it is, or nothing
             why = f"the cache folder {wanted.target.parent} is not writable ({exc.strerror or exc})"
             if force or not wanted.target.is_file():

@@ -40,9 +40,8 @@ class HubFileMissing(TransferError):
 
 def hub_file(repo_id: str, filename: str, *, settings: SourceSettings, revision: str | None = None,
              token: str | None = None, progress: bool = False) -> Path:
-    """One file of a Hub repository, through huggingface_hub's cache (offline: from that cache alone), with progress
-    shown as :func:`resnest_zoo.progress.progress_bar` shows it. Raises :class:`HubFileMissing` when the Hub says there
-    is no such file, and :class:`~.transfer.TransferError` when it cannot be asked (network, offline and not cached)."""
+    """One file of a Hub repository through huggingface_hub's cache (offline: from that cache alone). Raises
+    :class:`HubFileMissing` when the Hub says there is none, :class:`~.transfer.TransferError` when it cannot ask."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError

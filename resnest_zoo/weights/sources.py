@@ -83,8 +83,7 @@ def _hub(repo: str) -> Source:
 
 
 def entry_file(entry: CheckpointEntry, folder: Path, sha256: str | None = None, check: Check | None = None) -> Wanted:
-    """The published file of ``entry`` in the cache ``folder`` (its published name), pinned by the catalogue or by
-    ``sha256``."""
+    """The published file of ``entry`` in the cache ``folder``, pinned by the catalogue or by ``sha256``."""
     pin = normalise_sha256(sha256) if sha256 is not None else None
     if entry.sha256 is not None and pin not in (None, entry.sha256):
         raise IntegrityError(f"sha256={pin} differs from the catalogue's pin {entry.sha256} for {entry.filename}: no "

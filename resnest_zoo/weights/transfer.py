@@ -126,8 +126,7 @@ def _gave_up(attempts: int) -> str:
 
 def get(session: requests.Session, url: str, policy: RetryPolicy,
         headers: dict[str, str] | None = None) -> requests.Response:
-    """GET ``url`` (streamed) through the retrying ``session``; a failure that the retries did not cure raises
-    :class:`TransferError` saying why and after how many attempts. Other HTTP errors are the caller's."""
+    """GET ``url`` (streamed) through the retrying ``session``; what the retries did not cure raises TransferError."""
     try:
         response = session.get(url, headers=headers, stream=True, timeout=(policy.timeout, policy.timeout))
     except requests.exceptions.RequestException as exc:
@@ -143,8 +142,7 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
 
 
 class _Download:
-    """One attempt's partial file, its running digest and note (URL, validator, size), and the requests completing
-    it."""
+    """One attempt's partial file, its digest and note (URL, validator, size), and the requests completing it."""
 
     def __init__(self, url: str, target: Path, policy: RetryPolicy, expected_size: int | None, size_from: str) -> None:
         self.url, self.name, self.policy = url, target.name, policy
