@@ -315,7 +315,8 @@ def read_only_folder(tmp_path):
 def test_a_cache_or_mirror_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, variable, value, says):
     (tmp_path / "file").write_text("not a folder")
     env = {"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_CACHE": str(tmp_path / "cache")}
-    done = run("download", "-m", "fcn/voc", "-q", env={**env, variable: str(tmp_path / value) if value == "file" else value})
+    env[variable] = str(tmp_path / value) if value == "file" else value
+    done = run("download", "-m", "fcn/voc", "-q", env=env)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and variable in line and says in line

@@ -409,9 +409,10 @@ def test_cached_files_and_clear_cache(server, data, cache):
 def test_a_cache_folder_that_is_a_file_is_refused_with_the_reason(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("RESNEST_ZOO_CACHE", str(tmp_path / "file"))
-    with pytest.raises(ConfigurationError, match=rf"cannot use {tmp_path / 'file'} as the cache folder: "
-                                                 rf"{tmp_path / 'file'} is a file, not a folder; give a folder \(--cache-dir, "
-                                                 "RESNEST_ZOO_CACHE or cache_dir=\)"):
+    file = tmp_path / "file"
+    with pytest.raises(ConfigurationError, match=rf"cannot use {file} as the cache folder: {file} is a file, not a "
+                                                 r"folder; give a folder \(--cache-dir, RESNEST_ZOO_CACHE or "
+                                                 r"cache_dir=\)"):
         resnest_zoo.download("fcn", "voc", progress=False)
     with pytest.raises(ConfigurationError, match=rf"{tmp_path / 'file'} is a file, not a folder"):  # or lies under one
         resnest_zoo.cached_files(tmp_path / "file" / "sub")

@@ -86,7 +86,8 @@ def test_the_unpinned_warning_is_one_short_line_said_once_per_process_and_points
     unpinned = [w for w in caught if w.category is UnpinnedCheckpointWarning]
     assert len(unpinned) == 1 and unpinned[0].filename == __file__
     message = str(unpinned[0].message)
-    assert message == f"{voc.filename} not pinned: checked against the digest of its first download; pin it with sha256="
+    assert message == (f"{voc.filename} not pinned: checked against the digest of its first download; pin it with "
+                       "sha256=")
     assert "\n" not in message and len(message) < 120
     assert unpinned[0].message.reason == "its URL is not a GitHub release asset"  # why, for whoever asks
 
