@@ -1,11 +1,9 @@
 """Reading checkpoint files: the model tensors a file holds, read without running any of its code.
 
-Layouts: ``{"model": state_dict, ...}`` (sssegmentation's training and published files), ``{"state_dict": ...}``, a
-bare state dict, keys prefixed with ``module.`` (DDP), safetensors. ``.pth`` files are unpickled with
-``torch.load(weights_only=True)`` only, memory-mapped: a file that would import or call anything is refused
-(:class:`UnsafeCheckpointError`, naming what) and none of its code runs. Anything else (an HTML error page, random or
-truncated bytes) raises :class:`CheckpointFormatError` saying what it holds. Whether tensors fit a model is
-:mod:`resnest_zoo.models.strict`'s question.
+Layouts: ``{"model": state_dict, ...}`` (sssegmentation's files), ``{"state_dict": ...}``, a bare state dict, keys
+prefixed with ``module.`` (DDP), safetensors. ``.pth`` files are read with ``torch.load(weights_only=True)`` only,
+memory-mapped: a file that would import or call anything is refused (:class:`UnsafeCheckpointError`, naming what) and
+none of its code runs; anything else (an HTML page, random or truncated bytes) raises :class:`CheckpointFormatError`.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Moving bytes into a partial download of this attempt's own (HTTP(S) with resume and retries, or a local copy),
-handed over complete with the digest of its bytes: checking it and renaming that very file into place is
-:mod:`.obtain`'s job. Each attempt writes a new file, and only that one; an earlier attempt's partial download of the
-same URL that no live process owns is taken by an atomic rename and its bytes *copied* (never appended to in place:
-its writer may be alive after all), then continued with ``Range`` and ``If-Range``, so a file changed upstream is sent
-whole instead of spliced. urllib3's ``Retry``, as configured, re-sends a request that failed before its body; a body
-that breaks off is continued with a Range request, which ``Retry`` cannot do, by a loop with the same count.
+handed over with the digest of its bytes. Each attempt writes a new file, and only that one: an earlier attempt's
+partial download of the same URL that no live process owns is taken by an atomic rename and its bytes *copied* (its
+writer may be alive after all), then continued with ``Range`` and ``If-Range`` (a file changed upstream is sent whole).
+urllib3's ``Retry``, as configured, re-sends a request that failed before its body; a body that breaks off is continued
+with a Range request, which ``Retry`` cannot do, by a loop with the same count.
 """
 from __future__ import annotations
 
@@ -71,8 +70,7 @@ class _BodyBroken(TransferError):
 
 @dataclass(frozen=True)
 class Received:
-    """A complete file: its path, the digest and size of its bytes (size None: not comparable with the published
-    file's), and whether it is ``kept`` in another library's cache (never moved or deleted) rather than ours."""
+    """A complete file: its path, digest and size (None: not comparable), and if ``kept`` in another library's cache."""
 
     path: Path
     sha256: str
@@ -92,7 +90,7 @@ def http_session(policy: RetryPolicy) -> requests.Session:
     return session
 
 
-_FAILURES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (  # the first one any wrapped exception is
+_FAILURES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (  # the first that anything in the chain is
     ((socket.gaierror, urllib3.exceptions.NameResolutionError),
      "DNS lookup failed for host {host!r} (no network, or a wrong host name)"),
     ((ConnectionRefusedError,), "connection refused by {host}"),
