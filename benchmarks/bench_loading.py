@@ -44,6 +44,7 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
     import torch
 
     import resnest_zoo
+    from resnest_zoo.models.strict import fits
     from resnest_zoo.weights.cache import safetensors_path
     from resnest_zoo.weights.sources import SourceSettings, checkpoint_state_dict
     from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
@@ -66,7 +67,8 @@ def child(scenario: str, mode: str, segmentor: str, dataset: str, pth: Path, cac
         source = "random initialisation"
         checksum = None
     elif mode == "state_dict":
-        state, source = checkpoint_state_dict(entry, weights=weights, cache_dir=cache, progress=False, settings=offline)
+        state, source, _ = checkpoint_state_dict(entry, check=fits(entry), weights=weights, cache_dir=cache,
+                                                 progress=False, settings=offline)
         checksum = float(sum(float(v.float().sum()) for k, v in state.items() if k.startswith("decoder.")))
         seconds = time.perf_counter() - start
     else:

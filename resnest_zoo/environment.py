@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
 
 from .errors import ConfigurationError
+from .options import GITHUB_API as GITHUB_API_DEFAULT
 from .options import MAX_RETRY_DELAY
 from .options import RETRIES as RETRIES_DEFAULT
 from .options import RETRY_DELAY as RETRY_DELAY_DEFAULT
@@ -36,6 +38,7 @@ __all__ = [
     "LAUNCHER_VARIABLES",
     "flag",
     "text",
+    "location",
     "number",
 ]
 
@@ -65,7 +68,7 @@ RETRY_DELAY = Variable("RESNEST_ZOO_RETRY_DELAY", f"backoff factor in seconds: r
                                                   f"at most {MAX_RETRY_DELAY:g} s (default {RETRY_DELAY_DEFAULT:g})")
 TIMEOUT = Variable("RESNEST_ZOO_TIMEOUT", f"network timeout in seconds (default {TIMEOUT_DEFAULT:g})")
 GITHUB_API = Variable("RESNEST_ZOO_GITHUB_API", "GitHub API base URL asked for release assets' size and digest "
-                      "(default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)")
+                      f"(default {GITHUB_API_DEFAULT}; GitHub Enterprise: https://HOST/api/v3)")
 GITHUB_TOKEN = Variable("GITHUB_TOKEN", "token sent to that API when set (unauthenticated calls: 60 an hour)")
 API_KEY = Variable("RESNEST_ZOO_API_KEY", "key that resnest-zoo serve requires as Authorization: Bearer KEY on every "
                    "endpoint but /healthz and /readyz (as --api-key, which takes precedence)")
@@ -97,6 +100,23 @@ def flag(variable: Variable) -> bool:
 def text(variable: Variable) -> str | None:
     """A free-text variable (a path or a URL), or None when unset or empty."""
     return variable.raw()
+
+
+def location(variable: Variable) -> str | None:
+    """A base URL or a folder: an http(s) URL as given, or the path of an existing folder (``file://`` URLs name
+    folders); None when unset. Anything else (``ftp://...``, a folder that does not exist) raises
+    :class:`ConfigurationError` saying why."""
+    value = variable.raw()
+    if value is None or value.startswith(("http://", "https://")):
+        return value
+    folder = os.path.expanduser(unquote(urlparse(value).path) if value.startswith("file://") else value)
+    if os.path.isdir(folder):
+        return folder
+    why = f"{value.split('://')[0]}:// is not supported" if "://" in value and not value.startswith("file://") else \
+        f"there is no folder {folder}"
+    raise ConfigurationError(f"environment variable {variable.name}={os.environ.get(variable.name)!r} is neither an "
+                             f"http(s) URL nor an existing folder ({why}): give a base URL (https://HOST/PATH) or the "
+                             "folder holding the published files, or unset it")
 
 
 def number(variable: Variable, default: float, kind: type = float, *, minimum: float = 0) -> float:

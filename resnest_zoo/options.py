@@ -21,6 +21,7 @@ __all__ = [
     "RETRY_DELAY",
     "MAX_RETRY_DELAY",
     "TIMEOUT",
+    "GITHUB_API",
     "OPSET",
     "OPSETS",
     "SPLIT",
@@ -72,6 +73,9 @@ MAX_RETRY_DELAY = 30.0
 
 TIMEOUT = 30.0
 """Network timeout in seconds: to connect, and between two packets while reading."""
+
+GITHUB_API = "https://api.github.com"
+"""The GitHub API asked for the size and digest its publisher lists for a release asset."""
 
 OPSET = 17
 """ONNX opset of an export."""

@@ -22,7 +22,7 @@ import torch
 from resnest_zoo.catalogue import CheckpointEntry, get_entry
 from resnest_zoo.errors import CheckpointMismatchError
 from resnest_zoo.models.segmentor import build_segmentor
-from resnest_zoo.weights import cache, integrity, obtain
+from resnest_zoo.weights import cache, obtain
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
 from resnest_zoo.models import strict
 from resnest_zoo.models.strict import fits
@@ -40,11 +40,12 @@ RELEASE = ("SegmentationBLWX", "modelstore", "ssseg_resnest")  # owner, reposito
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """A clean environment: no resnest_zoo variables, a private default cache, and name resolution that
-    fails for every host but 127.0.0.1 (so no test can reach the internet, and DNS failures are testable)."""
+    """A clean environment: no resnest_zoo variables but quick retries, a private default cache, and name resolution
+    that fails for every host but 127.0.0.1 (so no test can reach the internet, and DNS failures are testable)."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RESNEST_ZOO_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("RESNEST_ZOO_RETRY_DELAY", "0.01")  # a failed lookup is retried like any failure: quickly here
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     real_getaddrinfo = socket.getaddrinfo
 
@@ -54,7 +55,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", local_only)
-    monkeypatch.setattr(integrity, "_first_use_warned", False)  # each test sees the once-per-process warnings
+    monkeypatch.setattr(obtain, "_unpinned_warned", False)  # each test sees the once-per-process warnings
     monkeypatch.setattr(cache, "_lock_free_warned", False)
 
 

@@ -308,6 +308,20 @@ def read_only_folder(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.parametrize("variable, value, says", [
+    ("RESNEST_ZOO_CACHE", "file", "file is a file, not a folder; give a folder"),
+    ("RESNEST_ZOO_MIRROR", "ftp://mirror.example/zoo", "neither an http(s) URL nor an existing folder (ftp:// is not "),
+], ids=["cache-is-a-file", "ftp-mirror"])
+def test_a_cache_or_mirror_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, variable, value, says):
+    (tmp_path / "file").write_text("not a folder")
+    env = {"RESNEST_ZOO_OFFLINE": "0", "RESNEST_ZOO_CACHE": str(tmp_path / "cache")}
+    env[variable] = str(tmp_path / value) if value == "file" else value
+    done = run("download", "-m", "fcn/voc", "-q", env=env)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and variable in line and says in line
+
+
 @pytest.mark.slow
 def test_download_into_a_read_only_cache_folder_is_one_line_and_exit_3(mirror, cache, read_only_folder):
     server, _ = mirror

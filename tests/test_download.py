@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 
 import pytest
 
 import resnest_zoo
+from resnest_zoo import progress
 from resnest_zoo.weights import cache as cache_module
 from resnest_zoo.weights.cache import partials, record_path
 from download_helpers import download_entry, download_url
-from resnest_zoo.errors import CheckpointNotAvailableError, IntegrityError
+from resnest_zoo.errors import CheckpointNotAvailableError, ConfigurationError, IntegrityError
 from resnest_zoo.weights.integrity import UnpinnedCheckpointWarning
+from resnest_zoo.weights.settings import SourceSettings
 from resnest_zoo.weights.transfer import RetryPolicy
 
 from download_helpers import _isolated, server  # noqa: F401 -- fixtures: isolated, and a local HTTP server
@@ -195,10 +198,29 @@ def test_mirror_url_from_the_environment_comes_first(server, cache, monkeypatch)
     server.add(f"mirror/{entry.filename}", data)
     monkeypatch.setenv("RESNEST_ZOO_MIRROR", server.url("mirror/"))
     monkeypatch.setenv("RESNEST_ZOO_CACHE", str(cache))
-    with pytest.warns(UnpinnedCheckpointWarning, match=f"{entry.filename} is not pinned"):
+    with pytest.warns(UnpinnedCheckpointWarning, match=f"{entry.filename} not pinned"):
         path = resnest_zoo.download("psp", "ade", progress=False)  # the public function, catalogue entry
     assert path == cache / entry.filename and path.read_bytes() == data
     assert [r.path for r in server.requests()] == [f"mirror/{entry.filename}"]
+
+
+@pytest.mark.parametrize("mirror, why", [("ftp://mirror.example/zoo", "ftp:// is not supported"),
+                                         ("absent", "there is no folder")], ids=["ftp", "no-such-folder"])
+def test_a_mirror_that_is_neither_a_url_nor_a_folder_is_refused_with_the_reason(tmp_path, monkeypatch, mirror, why):
+    monkeypatch.setenv("RESNEST_ZOO_MIRROR", str(tmp_path / mirror) if mirror == "absent" else mirror)
+    with pytest.raises(ConfigurationError, match=rf"environment variable RESNEST_ZOO_MIRROR=.* is neither an http\(s\) "
+                                                 rf"URL nor an existing folder \({why}"):
+        resnest_zoo.download("fcn", "voc", progress=False)
+    assert not (tmp_path / "default-cache").exists()  # refused before anything was tried
+
+
+def test_a_mirror_given_as_a_file_url_is_that_folder(server, data, cache, tmp_path, monkeypatch):
+    entry = local_entry(server, data, pinned=True)
+    (tmp_path / "my mirror").mkdir()
+    (tmp_path / "my mirror" / entry.filename).write_bytes(data)
+    monkeypatch.setenv("RESNEST_ZOO_MIRROR", (tmp_path / "my mirror").as_uri())
+    monkeypatch.setenv("RESNEST_ZOO_OFFLINE", "1")
+    assert _get(entry, cache, settings=SourceSettings.from_env(policy=RetryPolicy())).path.read_bytes() == data
 
 
 def test_mirror_folder_is_copied_without_any_network(server, data, cache, tmp_path):
@@ -238,8 +260,9 @@ def test_weights_url_is_cached_per_url_and_verified(server, data, cache):
     url = server.add("elsewhere/model.pth", data)
     got = download_url(url, cache_dir=cache, progress=False, sha256=sha256(data), settings=fast_settings())
     assert got.path.name == "model.pth" and got.path.parent.parent.name == "resnest_zoo-urls"
-    with pytest.warns(UnpinnedCheckpointWarning, match=f"model.pth from {url} was given without sha256="):
+    with pytest.warns(UnpinnedCheckpointWarning, match="model.pth not pinned") as caught:
         assert download_url(url, cache_dir=cache, progress=False, settings=fast_settings()).path == got.path
+    assert caught[0].message.reason.startswith(f"{url} was given without sha256=")
     assert len(server.requests()) == 1
     with pytest.raises(CheckpointNotAvailableError, match="expected 1111"):
         download_url(server.add("elsewhere/other.pth", data), cache_dir=cache, progress=False, sha256="1" * 64,
@@ -250,7 +273,7 @@ def test_weights_url_is_cached_per_url_and_verified(server, data, cache):
 
 def test_unpinned_entry_records_its_first_digest_and_catches_tampering(server, data, cache):
     entry = local_entry(server, data)
-    with pytest.warns(UnpinnedCheckpointWarning, match="not pinned in the catalogue") as caught:
+    with pytest.warns(UnpinnedCheckpointWarning, match="not pinned: checked against the digest of its first") as caught:
         got = download_entry(entry, cache_dir=cache, progress=False, settings=fast_settings())
     assert len([w for w in caught if w.category is UnpinnedCheckpointWarning]) == 1
     record = record_path(got.path)
@@ -383,6 +406,18 @@ def test_cached_files_and_clear_cache(server, data, cache):
     assert resnest_zoo.cached_files(cache) == [] and resnest_zoo.cached_files(cache / "absent") == []
 
 
+def test_a_cache_folder_that_is_a_file_is_refused_with_the_reason(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("RESNEST_ZOO_CACHE", str(tmp_path / "file"))
+    file = tmp_path / "file"
+    with pytest.raises(ConfigurationError, match=rf"cannot use {file} as the cache folder: {file} is a file, not a "
+                                                 r"folder; give a folder \(--cache-dir, RESNEST_ZOO_CACHE or "
+                                                 r"cache_dir=\)"):
+        resnest_zoo.download("fcn", "voc", progress=False)
+    with pytest.raises(ConfigurationError, match=rf"{tmp_path / 'file'} is a file, not a folder"):  # or lies under one
+        resnest_zoo.cached_files(tmp_path / "file" / "sub")
+
+
 def test_default_cache_is_torch_hub_checkpoints_unless_overridden(monkeypatch, tmp_path):
     import torch.hub
 
@@ -396,11 +431,17 @@ def test_default_cache_is_torch_hub_checkpoints_unless_overridden(monkeypatch, t
     assert resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
 
 
-def test_progress_bar_only_when_asked_or_interactive(server, data, cache, capfd):
+def test_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_off(server, data, cache, capfd,
+                                                                            monkeypatch):
     entry = local_entry(server, data, pinned=True)
     _get(entry, cache, progress=None)  # under pytest stderr is not a terminal: no bar
-    assert entry.filename not in capfd.readouterr().err
-    _get(entry, cache / "second", progress=True)
+    _get(entry, cache / "off", progress=False)
+    assert capfd.readouterr().err == ""
+    _get(entry, cache / "log", progress=True)  # into a log: a plain status line, never a bar redrawn with \r
+    (line,) = capfd.readouterr().err.splitlines()
+    assert re.fullmatch(rf"{re.escape(entry.filename)}: 2.\d+M/2.\d+M B \[.*\]", line)
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal: the bar
+    _get(entry, cache / "terminal", progress=True)
     assert f"{entry.filename}: 100%" in capfd.readouterr().err
 
 

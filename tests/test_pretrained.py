@@ -88,8 +88,11 @@ def test_an_exported_catalogue_folder_gives_the_logits_of_the_published_file(exp
     images = torch.randn(1, 3, 64, 96)
     published = resnest_zoo.load("fcn", "voc", weights=path, device="cpu")
     exported = resnest_zoo.from_pretrained(folder, device="cpu")
+    assert _same_tensors(exported, published)  # the very same weights, bit for bit
     with torch.no_grad():
-        assert torch.equal(exported(images), published(images))
+        # the same logits up to float rounding: oneDNN's kernels differ with the weights' memory alignment (64-byte
+        # aligned in a .pth, at their offsets in a safetensors file), which moves the 7th digit on AVX-512 CPUs
+        torch.testing.assert_close(exported(images), published(images), rtol=0, atol=1e-5)
     assert exported.config == published.config and exported.entry is entry
     assert _same_tensors(resnest_zoo.from_pretrained(folder, device="cpu", auxiliary_head=True),
                          resnest_zoo.load("fcn", "voc", weights=path, device="cpu", auxiliary_head=True))

@@ -9,7 +9,8 @@ import pytest
 
 import resnest_zoo
 from resnest_zoo.weights.audit import verify_cache
-from resnest_zoo.weights.cache import STALE_SECONDS, safetensors_path
+from resnest_zoo.files import temporary_path
+from resnest_zoo.weights.cache import STALE_SECONDS, record_path, safetensors_path
 from resnest_zoo.weights.model_file import read_model_metadata
 from download_helpers import checkpoint_state_dict
 
@@ -31,8 +32,8 @@ def test_temporary_files_are_listed_and_cleared_once_no_live_process_owns_them(t
     entry = resnest_zoo.get_entry("fcn", "voc")
     copy = safetensors_path(tmp_path, entry)
     tmp_path.mkdir(exist_ok=True)
-    killed = tmp_path / f".{copy.name}.4242.tmp"  # what kill -9 during the copy's writing left before (hidden)
-    dead = tmp_path / f"{copy.name}.0123456789ab.tmp"  # and a writer of this version that died
+    killed = temporary_path(copy)  # what kill -9 while the copy was written left (hidden)
+    dead = temporary_path(record_path(tmp_path / entry.filename))  # and a record's writer that died
     live = tmp_path / f"{entry.filename}.ba9876543210.incomplete"  # a download going on in another process
     for path, age in ((killed, 3600), (dead, STALE_SECONDS + 5), (live, 0)):
         path.write_bytes(b"x" * 1000)

@@ -118,6 +118,18 @@ def test_a_partial_download_no_live_process_owns_is_claimed_and_continued(server
     assert request.range == f"bytes={len(data) // 2}-" and request.status == 206  # continued, not restarted
 
 
+def test_a_partial_taken_over_is_copied_so_that_its_writer_if_alive_never_writes_into_ours(server, tmp_path):
+    data = fitting_checkpoint_bytes(7)
+    entry = local_entry(server, data, pinned=True)
+    left = _abandoned_partial(tmp_path, entry, data, released=True, url=entry.url)
+    with open(left, "ab") as writer:  # its writer, judged gone, still holds it open
+        taken = os.fstat(writer.fileno()).st_ino
+        got = quietly(download_entry, entry, tmp_path)
+        writer.write(b"late bytes of a writer that was alive after all")
+    assert got.path.stat().st_ino != taken and got.path.read_bytes() == data  # a copy of its bytes, never its file
+    assert [r.range for r in server.requests()] == [f"bytes={len(data) // 2}-"]  # and yet continued, not restarted
+
+
 def test_a_partial_download_a_live_process_owns_is_left_alone_and_listed_as_in_use(server, tmp_path):
     data = fitting_checkpoint_bytes(5)
     entry = local_entry(server, data, pinned=True)

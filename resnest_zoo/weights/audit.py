@@ -1,10 +1,6 @@
-"""``resnest-zoo cache verify``: every cached file checked again, and with ``fix`` the damaged ones deleted.
-
-Checkpoints are re-hashed against what they must be (the pin, the publisher's digest kept beside them, or the
-record of their first download: :meth:`Job.expected`), and safetensors copies against the two digests they
-record: that of the checkpoint they were made from (it must be the one the checkpoint must have) and that of
-their own tensors. Bit-rot, a truncated or hand-edited file: each is reported, and with ``fix=True`` deleted, so
-that the next load gets it again. Temporary files are not checked (``cache list`` shows them).
+"""``resnest-zoo cache verify``: checkpoints re-hashed against what they must be (:func:`.obtain.expected`),
+safetensors copies against the digests they record (of the checkpoint they were made from, and of their tensors).
+Bit-rot, a truncated or edited file is reported and, with ``fix=True``, deleted, so that the next load gets it again.
 """
 from __future__ import annotations
 
@@ -14,10 +10,11 @@ from typing import Literal
 
 from . import cache
 from .cache import CachedFile
-from .integrity import mismatch, sha256_file
+from .checkpoint import read_state_dict
+from .integrity import sha256_file
 from .model_file import MODEL_FILE_FORMAT, read_model_metadata, tensors_digest
-from .obtain import Job
-from .settings import SourceSettings
+from .obtain import Wanted, expected, mismatch
+from .sources import entry_file
 
 __all__ = ["CheckedFile", "verify_cache"]
 
@@ -34,61 +31,52 @@ class CheckedFile:
     removed: bool = False
 
 
-def _job(file: CachedFile) -> Job:
-    entry = file.entry
-    target = file.path if entry is None else cache.checkpoint_path(file.path.parent, entry)
-    return Job(target=target, settings=SourceSettings(), progress=False, label=target.name,
-               asset_url=entry.url if entry is not None else "", pin=entry.sha256 if entry is not None else None,
-               size=entry.size if entry is not None else None, entry=entry)
+def _wanted(file: CachedFile) -> Wanted:  # (from a weights= URL: only its record says what it must be)
+    return Wanted(file.path, "") if file.entry is None else entry_file(file.entry, file.path.parent)
 
 
 def _check_checkpoint(file: CachedFile) -> tuple[Status, str]:
-    expected = _job(file).expected()
-    if expected.sha256 is None and expected.size is None:
+    known = expected(_wanted(file))
+    if known.sha256 is None and known.size is None:
         return "unchecked", "no pin, publisher's digest or record to check it against (it is checked when next used)"
     found = sha256_file(file.path)
-    problem = mismatch(found, file.path.stat().st_size, expected)
+    problem = mismatch(found, file.path.stat().st_size, known)
     if problem is not None:
         return "damaged", problem
-    return "ok", f"sha256 {found}" + (f" ({expected.digest_from})" if expected.digest_from else "")
+    return "ok", f"sha256 {found}" + (f" ({known.digest_from})" if known.digest_from else "")
 
 
 def _check_copy(file: CachedFile) -> tuple[Status, str]:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
+    source = expected(_wanted(file)).sha256
     try:
         metadata = read_model_metadata(file.path)
         if metadata.get("resnest_zoo") != MODEL_FILE_FORMAT:
             return "damaged", f"not a copy written by resnest_zoo (header format {metadata.get('resnest_zoo')!r})"
-        source = _job(file).expected().sha256
         if metadata.get("source_sha256") != source:
             must_have = source or "unknown: no pin, publisher's digest or record"
             return "damaged", (f"made from another file (sha256 {metadata.get('source_sha256')}) than the one the "
                                f"entry must have ({must_have}); loads ignore it")
-        recorded = metadata.get("tensors_sha256")
-        if recorded is None:
-            return "unchecked", "written by an earlier version, without a digest of its tensors"
-        with safe_open(str(file.path), framework="pt") as handle:
-            found = tensors_digest({key: handle.get_tensor(key) for key in handle.keys()})
+        found = tensors_digest(read_state_dict(file.path))
     except (SafetensorError, OSError, ValueError) as exc:
         return "damaged", f"unreadable ({type(exc).__name__}: {exc})"
-    if found != recorded:
-        return "damaged", f"its tensors changed since it was written (their sha256 is {found}, recorded {recorded})"
+    if found != metadata.get("tensors_sha256"):
+        return "damaged", (f"its tensors changed since it was written (their sha256 is {found}, recorded "
+                           f"{metadata.get('tensors_sha256')})")
     return "ok", f"tensors sha256 {found}, made from sha256 {source}"
 
 
 def verify_cache(cache_dir: str | os.PathLike[str] | None = None, *, fix: bool = False) -> list[CheckedFile]:
-    """Check every cached checkpoint and safetensors copy again (see the module docstring); with ``fix``,
-    delete the damaged ones. Returns one :class:`CheckedFile` per file, in :func:`cached_files` order."""
+    """Check every cached checkpoint and safetensors copy again; with ``fix``, delete the damaged ones. One
+    :class:`CheckedFile` per file, in :func:`.cache.cached_files` order."""
     results = []
     for file in cache.cached_files(cache_dir):
-        if file.kind not in ("checkpoint", "safetensors"):
-            continue
-        status, detail = (_check_checkpoint if file.kind == "checkpoint" else _check_copy)(file)
-        removed = False
-        if fix and status == "damaged":
-            with cache.lock(_job(file).target):
-                removed = bool(cache.remove([file.path]))
-        results.append(CheckedFile(file, status, detail, removed))
+        if file.kind in ("checkpoint", "safetensors"):
+            status, detail = (_check_checkpoint if file.kind == "checkpoint" else _check_copy)(file)
+            removed = False
+            if fix and status == "damaged":
+                with cache.lock(_wanted(file).target):
+                    removed = bool(cache.remove([file.path]))
+            results.append(CheckedFile(file, status, detail, removed))
     return results
-

@@ -1,20 +1,7 @@
-"""Model-only safetensors files: the fast-reload copy kept in the cache (and when to use it), and the files
-``export`` writes.
-
-Such a file holds the model's tensors and nothing else (no optimizer state, no pickle), and its header
-metadata records where they came from and what they are::
-
-    {"format": "pt", "resnest_zoo": "model/1", "source_sha256": <digest of the .pth it was made from>,
-     "tensors_sha256": <digest of its tensors (tensors_digest)>, "source_file": <published file name>,
-     "segmentor": ..., "dataset": ..., "num_classes": ..., "dtype": ...}
-
-The fast-copy policy (:func:`read_fast_copy`, :func:`keep_fast_copy`): after the first verified load of a
-catalogue checkpoint its tensors are kept as such a copy, and later loads use it only when its
-``source_sha256`` equals the digest the checkpoint must have (the pin, the publisher's digest or the record of
-the first download): a copy made from any other file is stale and ignored. The copy's bytes are not re-hashed
-on each load (that would cost most of what it saves); ``resnest-zoo cache verify`` checks them against
-``tensors_sha256``. It is written under a temporary name and renamed into place, so it is never seen
-half-written, and safetensors checks its header and sizes when it is opened.
+"""Model-only safetensors files (the fast-reload copy kept in the cache, the files ``export`` writes): the model's
+tensors alone, their header recording the digest of the ``.pth`` they came from (``source_sha256``) and of the tensors
+themselves (``tensors_sha256``). Loads use the copy only when ``source_sha256`` is the digest the checkpoint must have;
+its bytes are not re-hashed on each load (that would cost most of what it saves): ``resnest-zoo cache verify`` does it.
 """
 from __future__ import annotations
 
@@ -27,19 +14,19 @@ import torch
 
 from ..catalogue import CheckpointEntry
 from ..devices import precision_name
+from ..files import atomic_write
 from ..options import PRECISIONS
 from . import cache
 from .checkpoint import read_state_dict
 
-__all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "tensors_digest", "read_fast_copy",
-           "keep_fast_copy"]
+__all__ = ["MODEL_FILE_FORMAT", "write_model_file", "read_model_metadata", "source_digest", "tensors_digest",
+           "read_fast_copy", "keep_fast_copy"]
 
 MODEL_FILE_FORMAT = "model/1"
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: the same for the same tensors
-    whatever the file layout, so a safetensors copy can be checked against the digest it records."""
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: the same whatever the file layout."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
@@ -48,14 +35,8 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_model_file(
-    state_dict: Mapping[str, torch.Tensor],
-    path: Path,
-    *,
-    entry: CheckpointEntry,
-    source_sha256: str,
-    dtype: torch.dtype = torch.float32,
-) -> Path:
+def write_model_file(state_dict: Mapping[str, torch.Tensor], path: Path, *, entry: CheckpointEntry,
+                     source_sha256: str, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``state_dict`` as safetensors at ``path`` (atomically), floating tensors cast to ``dtype``."""
     from safetensors.torch import save_file
 
@@ -65,26 +46,16 @@ def write_model_file(
     seen: set[int] = set()
     for key, tensor in state_dict.items():
         tensor = tensor.detach().to("cpu")
-        if tensor.is_floating_point() and tensor.dtype != dtype:
-            tensor = tensor.to(dtype)
-        tensor = tensor.contiguous()
+        tensor = (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
         if tensor.untyped_storage().data_ptr() in seen:  # safetensors refuses tensors sharing memory
             tensor = tensor.clone()
         seen.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    metadata = {
-        "format": "pt",
-        "resnest_zoo": MODEL_FILE_FORMAT,
-        "source_sha256": source_sha256,
-        "tensors_sha256": tensors_digest(tensors),
-        "source_file": entry.filename,
-        "source_url": entry.url,
-        "segmentor": entry.segmentor,
-        "dataset": entry.dataset,
-        "num_classes": str(entry.num_classes),
-        "dtype": precision_name(dtype),
-    }
-    with cache.atomic_write(path) as temporary:
+    metadata = {"format": "pt", "resnest_zoo": MODEL_FILE_FORMAT, "source_sha256": source_sha256,
+                "tensors_sha256": tensors_digest(tensors), "source_file": entry.filename, "source_url": entry.url,
+                "segmentor": entry.segmentor, "dataset": entry.dataset, "num_classes": str(entry.num_classes),
+                "dtype": precision_name(dtype)}
+    with atomic_write(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
     return path
 
@@ -97,16 +68,25 @@ def read_model_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def source_digest(path: Path) -> str | None:
+    """The digest of the checkpoint a model-only copy records it was made from (None: unreadable, or none recorded)."""
+    from safetensors import SafetensorError
+
+    try:
+        return read_model_metadata(path).get("source_sha256")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
 def read_fast_copy(folder: Path, entry: CheckpointEntry,
                    source_sha256: str) -> tuple[dict[str, torch.Tensor], Path] | None:
-    """The tensors of ``entry``'s fast-reload copy if it was made from a checkpoint with digest
-    ``source_sha256``, and its path; None when there is no copy or it is stale. An unreadable copy is reported
-    (warning), deleted and treated as absent, so the next load rebuilds it from the verified checkpoint."""
+    """The tensors of ``entry``'s fast-reload copy and its path, if it was made from the checkpoint with digest
+    ``source_sha256``; else None. An unreadable copy is deleted with a warning, so that the next load rebuilds it."""
+    from safetensors import SafetensorError
+
     path = cache.safetensors_path(folder, entry)
     if not path.is_file():
         return None
-    from safetensors import SafetensorError
-
     try:
         metadata = read_model_metadata(path)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -114,20 +94,19 @@ def read_fast_copy(folder: Path, entry: CheckpointEntry,
                       "checkpoint", RuntimeWarning, stacklevel=3)
         cache.remove([path])
         return None
-    if metadata.get("resnest_zoo") != MODEL_FILE_FORMAT or metadata.get("source_sha256") != source_sha256:
-        return None
-    if metadata.get("dtype") != "float32":
+    wanted = {"resnest_zoo": MODEL_FILE_FORMAT, "source_sha256": source_sha256, "dtype": "float32"}
+    if any(metadata.get(key) != value for key, value in wanted.items()):
         return None
     return read_state_dict(path), path
 
 
 def keep_fast_copy(state_dict: Mapping[str, torch.Tensor], folder: Path, entry: CheckpointEntry,
                    source_sha256: str, *, source: Path) -> None:
-    """Keep the tensors of a verified checkpoint as ``entry``'s fast-reload copy. A cache folder that cannot
-    be written (read-only, full) only makes the next load slower, which a warning says."""
+    """Keep the tensors of a verified checkpoint as ``entry``'s fast-reload copy; a folder that cannot be written
+    only makes the next load slower, which a warning says."""
     path = cache.safetensors_path(folder, entry)
     try:
         write_model_file(state_dict, path, entry=entry, source_sha256=source_sha256)
     except OSError as exc:
-        warnings.warn(f"could not write the fast-reload copy {path} ({exc}); the next load will read {source} "
-                      "again", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"could not write the fast-reload copy {path} ({exc}); the next load will read {source} again",
+                      RuntimeWarning, stacklevel=3)
