@@ -21,6 +21,8 @@ from resnest_zoo.catalogue import get_entry
 from resnest_zoo.config import ModelConfig
 from resnest_zoo.models.segmentor import Segmentor, build_segmentor
 
+from conftest import randomize_batchnorm
+
 COMMAND = [sys.executable, "-m", "resnest_zoo"]
 """``resnest-zoo`` as this interpreter runs it (also where the package is not installed, only on the path)."""
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
@@ -40,16 +42,7 @@ def small_model(seed: int = 3) -> Segmentor:
     ).with_classes(CLASSES, PALETTE)
     torch.manual_seed(seed)
     model = build_segmentor(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                shape = module.running_mean.shape
-                module.running_mean.copy_(torch.randn(shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(shape, generator=generator) * 0.5 + 0.75)
-                module.weight.copy_(torch.rand(shape, generator=generator) * 0.5 + 0.75)
-                module.bias.copy_(torch.randn(shape, generator=generator) * 0.1)
-    return model.eval()
+    return randomize_batchnorm(model, seed).eval()
 
 
 def photo(width: int, height: int, seed: int) -> np.ndarray:
