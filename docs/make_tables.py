@@ -11,7 +11,8 @@ A generated table sits between two comments in a page::
 
 and this script replaces what is between them with what the owner of the facts says now: the catalogue
 (``models``, ``aliases``), ``resnest_zoo/environment.py`` (``environment``), ``resnest_zoo/cli/exit_codes.py``
-(``exit-codes``), the command's parser (``commands``). A page may hold any of them, any number of times.
+(``exit-codes``), the command's parser (``commands``), the
+charts ``docs/make_charts.py`` drew (``charts``). A page may hold any of them, any number of times.
 """
 from __future__ import annotations
 
@@ -90,12 +91,21 @@ def commands_table() -> str:
     return "\n".join(lines)
 
 
+def charts_table() -> str:
+    """Every chart that ``docs/make_charts.py`` drew (``docs/images/charts/*.svg``), for the Performance page."""
+    charts = sorted((ROOT / "docs" / "images" / "charts").glob("*.svg"))
+    if not charts:
+        return "No benchmark report is kept under `docs/data/` yet."
+    return "\n\n".join(f"![{chart.stem}](images/charts/{chart.name})" for chart in charts)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "models": models_table,
     "aliases": aliases_table,
     "environment": environment_table,
     "exit-codes": exit_codes_table,
     "commands": commands_table,
+    "charts": charts_table,
 }
 
 
