@@ -12,7 +12,7 @@ A generated table sits between two comments in a page::
 and this script replaces what is between them with what the owner of the facts says now: the catalogue
 (``models``, ``aliases``), ``resnest_zoo/environment.py`` (``environment``), ``resnest_zoo/cli/exit_codes.py``
 (``exit-codes``), the command's parser (``commands``), the
-charts ``docs/make_charts.py`` drew (``charts``). A page may hold any of them, any number of times.
+charts ``docs/make_charts.py`` drew (``charts``), the error classes (``errors``). A page may hold any of them, any number of times.
 """
 from __future__ import annotations
 
@@ -91,6 +91,26 @@ def commands_table() -> str:
     return "\n".join(lines)
 
 
+def errors_table() -> str:
+    """Every error class of ``resnest_zoo.errors``: what it is also (for ``except``), the command's exit code for it
+    (``resnest_zoo.cli.app``'s table, first match), and its docstring's first paragraph."""
+    import inspect
+
+    from resnest_zoo import errors
+    from resnest_zoo.cli.app import _ERROR_CODES
+
+    lines = ["| Error | Also a | Exit code | What it means |", "| :-- | :-- | --: | :-- |"]
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        builtins = [base.__name__ for base in cls.__mro__[1:] if base.__module__ == "builtins" and base is not object
+                    and base is not BaseException and base is not Exception]
+        code = next((int(c) for kind, c in _ERROR_CODES if issubclass(cls, kind)), None)
+        meaning = " ".join(inspect.getdoc(cls).split("\n\n")[0].split()).replace("``", "`").replace("|", "\\|")
+        lines.append(_row([f"[`{name}`](#{name.lower()})", ", ".join(f"`{b}`" for b in builtins[:2]) or "-",
+                           f"`{code}`" if code is not None else "-", meaning]))
+    return "\n".join(lines)
+
+
 def charts_table() -> str:
     """Every chart that ``docs/make_charts.py`` drew (``docs/images/charts/*.svg``), for the Performance page."""
     charts = sorted((ROOT / "docs" / "images" / "charts").glob("*.svg"))
@@ -106,6 +126,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "exit-codes": exit_codes_table,
     "commands": commands_table,
     "charts": charts_table,
+    "errors": errors_table,
 }
 
 
