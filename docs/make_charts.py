@@ -176,8 +176,8 @@ def chart(report_path: Path) -> Chart:
                          f"{', '.join('bench_' + n + '.json' for n in DRAWERS)} (add a drawer to docs/make_charts.py)")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["_file"] = report_path.name
+    machine, load = machine_of(report, report_path.parent)  # first: a report without a machine is refused as such
     title, precision, panels = DRAWERS[name](report)
-    machine, load = machine_of(report, report_path.parent)
     return Chart(title=title, machine=machine, precision=precision, load=load, panels=panels)
 
 
