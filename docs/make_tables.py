@@ -99,15 +99,15 @@ def errors_table() -> str:
     from resnest_zoo import errors
     from resnest_zoo.cli.app import _ERROR_CODES
 
-    lines = ["| Error | Also a | Exit code | What it means |", "| :-- | :-- | --: | :-- |"]
+    lines = ["| Error | Exit code | What it means |", "| :-- | --: | :-- |"]
     for name in errors.__all__:
         cls = getattr(errors, name)
         builtins = [base.__name__ for base in cls.__mro__[1:] if base.__module__ == "builtins" and base is not object
                     and base is not BaseException and base is not Exception]
         code = next((int(c) for kind, c in _ERROR_CODES if issubclass(cls, kind)), None)
         meaning = " ".join(inspect.getdoc(cls).split("\n\n")[0].split()).replace("``", "`").replace("|", "\\|")
-        lines.append(_row([f"[`{name}`](#{name.lower()})", ", ".join(f"`{b}`" for b in builtins[:2]) or "-",
-                           f"`{code}`" if code is not None else "-", meaning]))
+        also = f" (Also a `{builtins[0]}`.)" if builtins else ""
+        lines.append(_row([f"[`{name}`](#{name.lower()})", f"`{code}`" if code is not None else "-", meaning + also]))
     return "\n".join(lines)
 
 
