@@ -7,7 +7,7 @@ them as the API reference is built (the source is untouched):
 * literal blocks: a paragraph ending in ``::`` followed by an indented block becomes a fenced code block;
 * ``.. warning::`` / ``.. note::`` directives become admonitions;
 * ``>>>`` examples become fenced ``pycon`` blocks;
-* parameters described together (``device, dtype: ...`` under ``Args:``) become one entry each, with the
+* parameters described together (``device, dtype: ...`` under ``Args:`` or ``Attributes:``) become one entry each, with the
   description they share.
 
 It is loaded by mkdocstrings (``mkdocs.yml``: ``extensions: [docs/griffe_rst.py]``).
@@ -20,7 +20,8 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj|const|ref):`(~?)([^`<]+?)(?:\s*<([^>]+)>)?`")
-SECTION = re.compile(r"^(\s*)(?:Args|Arguments|Parameters|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
+SECTION = re.compile(r"^(\s*)(?:Args|Arguments|Parameters|Keyword Args|Keyword Arguments|Other Parameters|Attributes)"
+                     r":\s*$")
 GROUPED = re.compile(r"^(\s*)(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)+):(\s.*|)$")
 DIRECTIVE = re.compile(r"^(\s*)\.\. (warning|note|tip|important|caution|danger|seealso)::\s*(.*)$")
 
