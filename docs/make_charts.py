@@ -27,6 +27,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data"
 CHARTS = ROOT / "docs" / "images" / "charts"
+if str(ROOT / "docs") not in sys.path:  # generated.py, beside this script
+    sys.path.insert(0, str(ROOT / "docs"))
+
+from generated import update  # noqa: E402
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -219,29 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report missing or stale charts (exit 1 if any)")
     args = parser.parse_args(argv)
-    stale = []
-    wanted = {chart_path(report) for report in reports()}
-    for report in reports():
-        target = chart_path(report)
-        svg = render(chart(report))
-        if not target.exists() or target.read_text(encoding="utf-8") != svg:
-            stale.append(str(target.relative_to(ROOT)))
-            if not args.check:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(svg, encoding="utf-8")
-    orphans = sorted(str(p.relative_to(ROOT)) for p in CHARTS.glob("*.svg") if p not in wanted)
+    outputs = {chart_path(report): render(chart(report)) for report in reports()}
+    orphans = sorted(str(p.relative_to(ROOT)) for p in CHARTS.glob("*.svg") if p not in outputs)
     if orphans:
         print(f"charts without a report: {', '.join(orphans)} (delete them or restore their JSON)", file=sys.stderr)
         return 1
-    if args.check:
-        if stale:
-            print(f"missing or stale charts: {', '.join(stale)}: run python docs/make_charts.py", file=sys.stderr)
-            return 1
-        print("charts are current")
-    else:
-        print(("wrote " + ", ".join(stale)) if stale else "charts are current")
-    return 0
-
+    return update(outputs, check=args.check, command="python docs/make_charts.py")
 
 if __name__ == "__main__":
     sys.exit(main())

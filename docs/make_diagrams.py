@@ -21,6 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "resnest_zoo"
 IMAGES = ROOT / "docs" / "images"
+if str(ROOT / "docs") not in sys.path:  # generated.py, beside this script
+    sys.path.insert(0, str(ROOT / "docs"))
+
+from generated import update  # noqa: E402
+
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 
 
@@ -185,21 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report stale figures (exit 1 if any)")
     args = parser.parse_args(argv)
-    stale = []
-    for name, draw in FIGURES.items():
-        target = IMAGES / name
-        svg = draw()
-        if not target.exists() or target.read_text(encoding="utf-8") != svg:
-            stale.append(str(target.relative_to(ROOT)))
-            if not args.check:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(svg, encoding="utf-8")
-    if args.check and stale:
-        print(f"stale figures: {', '.join(stale)}: run python docs/make_diagrams.py", file=sys.stderr)
-        return 1
-    print(("wrote " + ", ".join(stale)) if stale and not args.check else "figures are current")
-    return 0
-
+    outputs = {IMAGES / name: draw() for name, draw in FIGURES.items()}
+    return update(outputs, check=args.check, command="python docs/make_diagrams.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,8 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: this checkout's package
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "docs"):  # this checkout's package, and generated.py beside this script
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from generated import update  # noqa: E402
 
 MARKER = re.compile(r"(<!-- table: ([a-z-]+) [^\n]*-->\n)(.*?)(<!-- end of table -->)", re.S)
 
@@ -150,20 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report stale tables (exit 1 if any)")
     args = parser.parse_args(argv)
-    stale = []
-    for page in pages():
-        text = page.read_text(encoding="utf-8")
-        new = render(text, str(page.relative_to(ROOT)))
-        if new != text:
-            stale.append(str(page.relative_to(ROOT)))
-            if not args.check:
-                page.write_text(new, encoding="utf-8")
-    if args.check and stale:
-        print(f"stale generated tables in {', '.join(stale)}: run python docs/make_tables.py", file=sys.stderr)
-        return 1
-    print(("rewrote " + ", ".join(stale)) if stale and not args.check else "tables are current")
-    return 0
-
+    outputs = {page: render(page.read_text(encoding="utf-8"), str(page.relative_to(ROOT))) for page in pages()}
+    return update(outputs, check=args.check, command="python docs/make_tables.py")
 
 if __name__ == "__main__":
     sys.exit(main())
