@@ -138,7 +138,8 @@ def batch_predict(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
         panels.append(Bars(title=f"{row['images']} x {row['image_size']} ({row['model']}, network input "
                                  f"{row['input_size']}, batch {row['batch_size']})",
                            unit="images/s (higher is faster)", labels=[k[1] for k in keys],
-                           values=[row[k[0]] for k in keys], notes=[""] * len(keys)))
+                           values=[row[k[0]] for k in keys],
+                           notes=[f"{row[k[0]] / row['forward_images_per_s']:.2f} of the network alone" for k in keys]))
     return "Batch prediction (bench_batch_predict.py)", "precision: float32, BatchNorm folded", panels
 
 
@@ -148,10 +149,11 @@ def evaluate(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
     keys = (("forward_alone_images_per_s", "network forward alone"),
             ("forward_and_resize_back_images_per_s", "forward + resize back + argmax"),
             ("evaluate_images_per_s", "resnest_zoo.evaluate"))
+    alone = row["forward_alone_images_per_s"]
     panel = Bars(title=f"{row['images']} frames {row['image_size']} ({row['model']}, network input "
                        f"{row['input_size']}, batch {row['batch_size']})",
                  unit="images/s (higher is faster)", labels=[k[1] for k in keys], values=[row[k[0]] for k in keys],
-                 notes=[""] * len(keys))
+                 notes=[f"{row[k[0]] / alone:.2f} of the forward alone" for k in keys])
     return "Evaluation (bench_evaluate.py)", "precision: float32, BatchNorm folded", [panel]
 
 
