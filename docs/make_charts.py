@@ -108,8 +108,8 @@ def inference(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
     machine = report["machine"]
     dtypes = sorted({r["dtype"] for case in report["cases"] for r in case["variants"]})
     native = machine.get("native") or {}
-    precision = ("precision: " + ", ".join(
-        f"{d}" + ("" if d == "float32" else " (native)" if native.get(d) else " (emulated: no native units)")
+    precision = ("precision: " + ", ".join(  # native: what bench_inference.py found for float16 / bfloat16
+        f"{d}" + ("" if d == "float32" or d not in native else " (native)" if native[d] else " (emulated)")
         for d in dtypes) + f"; PyTorch CPU kernels {machine.get('cpu_capability', '?')}"
         + (f"; device {machine['device']}" if machine.get("device") else ""))
     return f"Forward pass ({report.get('command', 'bench_inference.py')})", precision, panels

@@ -211,7 +211,8 @@ def test_an_inference_report_is_drawn_with_its_machine(tmp_path):
                  "median_s": seconds, "vs_ref": 5.0 / seconds, "percent_of_peak": 50.0}
                 for name, dtype, backend, seconds in [("reference", "float32", "torch", 5.0),
                                                       ("folded_channels_last", "float32", "torch", 4.1234),
-                                                      ("openvino_bf16", "bfloat16", "openvino", 0.987)]]
+                                                      ("openvino_bf16", "bfloat16", "openvino", 0.987),
+                                                      ("openvino_int8", "int8", "openvino", 0.4321)]]
     report = {"command": "bench_inference.py --quick",
               "machine": {"cpu_model": "Test CPU", "cpus": 2, "cpu_flags": ["avx2", "avx512f", "avx512_bf16"],
                           "cpu_capability": "AVX512", "native": {"float32": True, "bfloat16": True},
@@ -225,6 +226,7 @@ def test_an_inference_report_is_drawn_with_its_machine(tmp_path):
     _check_chart(path, svg)
     texts = _svg_texts(svg)
     assert "Test CPU" in texts and "avx512_bf16" in texts and "(no AMX)" in texts and "bfloat16 (native)" in texts
+    assert "int8 (openvino)" in texts and "int8 (emulated)" not in texts
     assert "load average 0.50 before, 1.50 after" in texts
 
     (tmp_path / "test-machine" / "bench_other.json").write_text("{}")
