@@ -226,7 +226,7 @@ def test_an_inference_report_is_drawn_with_its_machine(tmp_path):
     _check_chart(path, svg)
     texts = _svg_texts(svg)
     assert "Test CPU" in texts and "avx512_bf16" in texts and "(no AMX)" in texts and "bfloat16 (native)" in texts
-    assert "int8 (openvino)" in texts and "int8 (emulated)" not in texts
+    assert "openvino_int8 (int8, openvino)" in texts and "int8 (emulated)" not in texts
     assert "load average 0.50 before, 1.50 after" in texts
 
     (tmp_path / "test-machine" / "bench_other.json").write_text("{}")
