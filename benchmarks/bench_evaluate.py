@@ -10,7 +10,8 @@
    the same network's forward alone on tensors already on the device, at the same input size and batch (and, to
    tell the costs apart, the forward plus the logits' resize back to the frame with the argmax, which evaluation
    must compute too). The target is ``evaluate / forward`` of at least 0.95: reading, resizing, the resize back and
-   the metric hidden behind the network (on a CPU the resize back shares the cores with the network; see README).
+   the metric hidden behind the network (on a CPU the resize back shares the cores with the network; see
+   docs/performance.md).
 2. **Memory.** ``resnest_zoo.evaluate`` over the first 50 and 500 images of a synthetic folder, each in fresh
    processes under ``torchrun --nproc-per-node --processes`` (Gloo on a CPU), with a tiny network (what grows or
    not is the pipeline's memory, not the network's): each rank's peak RSS, and its DataLoader workers'. Flat means

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # How much slower than float32 a CPU runs autocast in a dtype it has no units for (measured on this project's
-# development CPU, an AMD EPYC with AVX2 only: README "Performance"; float16: 14 minutes instead of 11 s).
+# development CPU, an AMD EPYC with AVX2 only: docs/performance.md; float16: 14 minutes instead of 11 s).
 _EMULATED_SLOWDOWN = {torch.bfloat16: "about 7 times", torch.float16: "more than 70 times"}
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

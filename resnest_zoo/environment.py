@@ -48,7 +48,7 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 @dataclass(frozen=True)
 class Variable:
-    """One environment variable: its name and a one-line description (README's table is made of these)."""
+    """One environment variable: its name and a one-line description (the docs' table: docs/make_tables.py)."""
 
     name: str
     meaning: str

@@ -2,7 +2,7 @@
 
 A copy installed from a package index (``pip install resnest-zoo``) is extended with
 ``pip install "resnest-zoo[onnx]"`` and upgraded with ``pip install --upgrade resnest-zoo``. A clone of the
-repository installed in place (``pip install -e .``, as README "Set up" says) is not on any index: it is extended
+repository installed in place (``pip install -e .``, as README "Install" says) is not on any index: it is extended
 with ``pip install -e "/path/to/clone[onnx]"`` and upgraded by pulling the clone. Which case holds is seen from where
 the package is imported: a clone's package folder sits beside its ``pyproject.toml``. Every error message that
 names an install command asks this module. Torch-free and dependency-free (a leaf).

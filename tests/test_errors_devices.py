@@ -25,7 +25,7 @@ def two_gpus(monkeypatch):
 
 
 def test_code_that_catches_value_error_catches_a_missing_device_before_any_download(no_cuda, tmp_path):
-    """README documents the error as a ValueError: that is what callers catch, and nothing is fetched first."""
+    """docs/inference.md documents the error as a ValueError: that is what callers catch, and nothing is fetched first."""
     with pytest.raises(ValueError, match="no CUDA device is available") as caught:
         resnest_zoo.load("fcn", "voc", device="cuda", cache_dir=tmp_path)
     assert isinstance(caught.value, ResNeStZooError) and not list(tmp_path.iterdir())

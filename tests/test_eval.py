@@ -240,11 +240,11 @@ def test_an_unreadable_image_mid_run_fails_with_its_path_not_a_worker_traceback(
 
 
 # ----------------------------------------------------------------------------------------- command line
-def test_readme_shows_each_layout_as_its_reader_knows_it():
+def test_the_evaluation_page_shows_each_layout_as_its_reader_knows_it():
     from conftest import REPO_ROOT
 
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Evaluate\n"):]
+    page = (REPO_ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    section = page[page.index("## Layouts\n"):]
     section = section[: section.index("\n## ", 1)]
     for reader in READERS.values():
         assert f"```text\n{reader.layout}\n```" in section, reader.info.key

@@ -140,10 +140,10 @@ def test_importing_the_package_never_imports_a_runtime():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_readme_snippet_runs_the_file_without_this_package():
-    """README "Deployment": the ONNX Runtime + NumPy + Pillow snippet, on an exported file and the test photo."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Deployment: ONNX and OpenVINO", 1)[1].split("\n## ", 1)[0]
+def test_the_deployment_page_snippet_runs_the_file_without_this_package():
+    """docs/deployment.md: the ONNX Runtime + NumPy + Pillow snippet, on an exported file and the test photo."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    section = page.split("## Without this package", 1)[1].split("\n## ", 1)[0]
     (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", section, flags=re.S) if "import onnxruntime" in block]
     code = (snippet.replace('"deeplabv3plus_cityscapes.onnx"', repr(str(small_onnx("pspnet"))))
             .replace('"street.jpg"', repr(str(PHOTO)))

@@ -1,7 +1,7 @@
 """``resnest-zoo predict``: segment files, folders, glob patterns and lists of paths into masks, streamed,
 resumable, on every GPU of every node under torchrun, without ever losing a file.
 
-The run is :func:`resnest_zoo.inference.batch.segment_to_folder` (README "Batch prediction"); this module adds
+The run is :func:`resnest_zoo.inference.batch.segment_to_folder` (docs/batch-prediction.md); this module adds
 the command's checks, which all come before the model is loaded, as one line and exit code 2:
 
 * the output folder is never searched for inputs, so ``resnest-zoo predict .`` run twice does not segment its

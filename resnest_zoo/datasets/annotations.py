@@ -122,7 +122,7 @@ class Sample:
 @dataclass(frozen=True)
 class DatasetReader:
     """How one dataset is laid out on disk: its splits and how many images each has as published, its folder tree
-    (for messages and README), where to look for it under the folder a user gives, and how to list a split's
+    (for messages and the docs), where to look for it under the folder a user gives, and how to list a split's
     :class:`Sample` s."""
 
     info: DatasetInfo

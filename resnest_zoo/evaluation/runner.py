@@ -68,7 +68,7 @@ def evaluate(
     Args:
         model: a segmentor with its ``config`` (from ``resnest_zoo.load`` / ``build``).
         data_root: the dataset as distributed: ``VOCdevkit/VOC2012``, ``ADEChallengeData2016`` or the Cityscapes
-            folder holding ``leftImg8bit`` and ``gtFine`` (or a folder above it; see README "Evaluate").
+            folder holding ``leftImg8bit`` and ``gtFine`` (or a folder above it; layouts: docs/evaluation.md).
         split: ``"val"`` (the published figures), ``"train"``, or ``"trainval"`` (VOC).
         dataset: whose annotations to read; default the model's own dataset.
         limit: only the first ``limit`` images (sorted by id), for a quick check.
