@@ -26,6 +26,7 @@ __all__ = [
     "OPSETS",
     "SPLIT",
     "CALIBRATION_SIZE",
+    "CALIBRATION_HELP",
     "MAX_MIOU_DROP",
     "HELD_OUT",
     "MIN_CALIBRATION_IMAGES",
@@ -93,6 +94,10 @@ SPLIT = "val"
 
 CALIBRATION_SIZE = 300
 """Images of the calibration source an INT8 quantization calibrates on (evenly spaced through the source)."""
+
+CALIBRATION_HELP = ("a folder of images, a list file (one image path per line), or a dataset split as "
+                    "DATASET:ROOT[:SPLIT] (e.g. voc:/data/VOCdevkit:val; labelled, so the mIoU bound applies)")
+"""What an INT8 calibration source can be, in words (help texts and messages)."""
 
 MAX_MIOU_DROP = 1.0
 """The largest mIoU drop, in points (0-100), that an INT8 quantization with labelled calibration data accepts."""

@@ -56,6 +56,7 @@ from ..inference.loader import ImageFiles, LoadedImage
 from ..inference.preprocess import parse_image, preprocess
 from ..metric import ConfusionMatrix, segmentation_metrics
 from ..options import (
+    CALIBRATION_HELP,
     CALIBRATION_SIZE,
     HELD_OUT,
     MAX_MIOU_DROP,
@@ -68,11 +69,7 @@ from .onnx import export_file, model_config, runtime_metadata
 from .openvino import openvino_core, openvino_model, save_ir
 from .optional import require
 
-__all__ = ["export_openvino_int8", "CalibrationSource", "calibration_source", "CalibrationImages", "CALIBRATION_HELP"]
-
-CALIBRATION_HELP = ("a folder of images, a list file (one image path per line), or a dataset split as "
-                    "DATASET:ROOT[:SPLIT] (e.g. voc:/data/VOCdevkit:val; labelled, so the mIoU bound applies)")
-"""What a calibration source can be, in words (for help texts and messages)."""
+__all__ = ["export_openvino_int8", "CalibrationSource", "calibration_source", "CalibrationImages"]
 
 _LISTED = 5
 """Unreadable files named in a message before ``...``."""
