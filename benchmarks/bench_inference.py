@@ -23,10 +23,8 @@ run under ``torch.inference_mode()``; reduced precision is ``torch.autocast`` ov
 timings use CUDA events after synchronisation, with ``cudnn.benchmark`` on.
 
 Reported per variant: median seconds, throughput in images/s, FLOPs per forward (``FlopCounterMode`` on a
-meta-device copy: convolutions and matmuls), achieved GFLOP/s and its share of the measured device peak (a large
-matmul of that dtype, about 0.4 s long, timed in every round beside the variants, median over the rounds -- so a
-load that slows the variants slows the peak alike; ``machine.peak_gflops_matmul`` is the best standalone figure,
-before and after the cases), peak memory (CPU: the process's peak RSS while the
+meta-device copy: convolutions and matmuls; an int8 forward does the same operations), achieved GFLOP/s and its
+share of the precision's idle peak (``machine.idle_peaks``, below), peak memory (CPU: the process's peak RSS while the
 variant's warm-up ran, reset through ``/proc/self/clear_refs`` where allowed, else the process high-water mark,
 and ``+MiB``, its rise over the RSS before it, i.e. activations and workspaces, since all the variants' models
 stay resident; CUDA: max allocated and its rise over the allocation before),
@@ -480,9 +478,10 @@ def dispatched(args: argparse.Namespace, variant: Variant, images: torch.Tensor)
     if args.profile:
         from resnest_zoo.deploy.openvino import openvino_core
 
-        config = {key: str(compiled.get_property(key)) for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS")}
-        profiled = openvino_core().compile_model(variant.model, "CPU", {**config, "PERF_COUNT": True,
-                                                                        "PERFORMANCE_HINT": "LATENCY"})
+        hint = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}[variant.info["dtype"]]
+        profiled = openvino_core().compile_model(variant.model, "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERF_COUNT": True,
+            "PERFORMANCE_HINT": "LATENCY"})
         found["perf_count_ms"] = openvino_profile(profiled, images.numpy())
     return found
 
