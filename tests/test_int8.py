@@ -26,10 +26,9 @@ from resnest_zoo.errors import AccuracyBoundError, CalibrationError
 from resnest_zoo.inference.preprocess import preprocess
 from resnest_zoo.models.segmentor import build_segmentor
 from resnest_zoo.options import MAX_MIOU_DROP
-from resnest_zoo.training import poly_lr_scheduler, segmentation_loss, sgd
 
 from deploy_helpers import BLOCKS_KEPT, HEADS, PHOTO, small_segmentor
-from finetune_helpers import calibrate_batchnorm, small_config, synthetic_pairs
+from finetune_helpers import calibrate_batchnorm, fine_tune, small_config, synthetic_pairs
 from test_cli import run
 
 nncf = pytest.importorskip("nncf")  # in the test extra; skipped only where a user runs the suite without it
@@ -48,14 +47,7 @@ def standin() -> torch.nn.Module:
         setattr(model.backbone_net, stage, getattr(model.backbone_net, stage)[:kept])
     calibrate_batchnorm(model, batch)
     model.freeze("backbone").train()
-    optimizer = sgd(model, 0.01)
-    scheduler = poly_lr_scheduler(optimizer, 16)
-    for _ in range(16):
-        loss = segmentation_loss(model(batch), masks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+    fine_tune(model, batch, masks, 16)
     return model.eval()
 
 
