@@ -174,6 +174,24 @@ def test_the_command_refuses_int8_options_that_do_not_go_together(args, message,
     assert code == ExitCode.USAGE and message in capsys.readouterr().err
 
 
+def test_serve_runs_an_int8_file_given_with_runtime_file(tmp_path, monkeypatch, capsys):
+    import resnest_zoo.serving
+    from resnest_zoo.cli import main
+    from test_backends import tiny
+
+    model = tiny(resize=None)  # fcn/voc's own config: the file is checked to be that model's
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    path = resnest_zoo.export_openvino_int8(model, tmp_path / "fcn_voc.int8.xml", calibration=[photo] * 3)
+    served = {}
+    monkeypatch.setattr(resnest_zoo.serving, "serve", lambda models, **options: served.update(models=models, **options))
+    assert main(["serve", "-m", "fcn/voc", "--backend", "openvino", "--runtime-file", str(path)]) == ExitCode.OK
+    assert served["backend"] == "openvino" and served["models"]["fcn/voc"].precision == "int8"
+    for args, message in ((["-m", "fcn/voc"], "--runtime-file is run by --backend"),
+                          (["-m", "fcn/voc", "-m", "fcn/ade20k", "--backend", "openvino"], "give that model once")):
+        assert main(["serve", *args, "--runtime-file", str(path)]) == ExitCode.USAGE
+        assert message in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ errors
 def test_calibration_sources_that_cannot_be_used_say_why(tmp_path):
     model = small_segmentor("fcn")
