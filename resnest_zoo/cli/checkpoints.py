@@ -250,7 +250,7 @@ def register(add) -> None:
     p.add_argument("--calibration", metavar="SOURCE", help=f"for --int8: {CALIBRATION_HELP}")
     p.add_argument("--calibration-size", type=at_least(MIN_CALIBRATION_IMAGES), metavar="N",
                    help=f"for --int8: images to calibrate on, evenly spaced through SOURCE (default {CALIBRATION_SIZE}; "
-                        f"{round(HELD_OUT * 100)}%% more are held out to measure the result)")
+                        f"plus {HELD_OUT:g} x N more held out to measure the result)")
     p.add_argument("--max-miou-drop", type=_points, metavar="D",
                    help=f"for --int8 with a labelled SOURCE: the largest mIoU drop accepted, in points (default "
                         f"{MAX_MIOU_DROP:g}); layers that cost accuracy stay in floating point until it holds, or the "
