@@ -176,12 +176,15 @@ def test_the_command_refuses_int8_options_that_do_not_go_together(args, message,
 
 def test_serve_runs_an_int8_file_given_with_runtime_file(tmp_path, monkeypatch, capsys):
     import resnest_zoo.serving
-    from resnest_zoo.cli import main
+    from resnest_zoo.cli import checkpoints, main
     from test_backends import tiny
 
     model = tiny(resize=None)  # fcn/voc's own config: the file is checked to be that model's
     photo = np.asarray(Image.open(PHOTO).convert("RGB"))
     path = resnest_zoo.export_openvino_int8(model, tmp_path / "fcn_voc.int8.xml", calibration=[photo] * 3)
+    checkpoints._print_quantization(path)  # what `export --int8` prints under the file's path, read back from it
+    assert "  calibrated on 2 image(s) of 3 images given in Python\n  label agreement with float32: " in \
+        capsys.readouterr().out
     served = {}
     monkeypatch.setattr(resnest_zoo.serving, "serve", lambda models, **options: served.update(models=models, **options))
     assert main(["serve", "-m", "fcn/voc", "--backend", "openvino", "--runtime-file", str(path)]) == ExitCode.OK
