@@ -214,6 +214,11 @@ def test_calibration_sources_that_cannot_be_used_say_why(tmp_path):
     (photos / "b.png").unlink()
     with pytest.raises(CalibrationError, match=r"has 2 images; INT8 quantization needs at least 3"):
         resnest_zoo.export_openvino_int8(model, tmp_path / "a.xml", calibration=photos)
+    with pytest.raises(CalibrationError, match=r"image .*a\.png .* has 1 image; INT8 quantization needs at least 3"):
+        resnest_zoo.export_openvino_int8(model, tmp_path / "a.xml", calibration=photos / "a.png")
+    (tmp_path / "binary.dat").write_bytes(bytes(range(128, 256)))
+    with pytest.raises(CalibrationError, match="neither an image nor a list file"):
+        resnest_zoo.export_openvino_int8(model, tmp_path / "a.xml", calibration=tmp_path / "binary.dat")
     listed = tmp_path / "list.txt"
     listed.write_text("photos/a.png\nphotos/missing.png\nphotos/c.png\n")
     with pytest.raises(CalibrationError, match=r"missing\.png"):

@@ -49,6 +49,7 @@ from ..catalogue import resolve_dataset
 from ..datasets import READERS
 from ..devices import warn_if_int8_not_native
 from ..errors import AccuracyBoundError, CalibrationError, DatasetError, UnknownModelError
+from ..files import IMAGE_SUFFIXES
 from ..formats.runtime import FORMAT_KEY, QuantizationReport
 from ..inference.engine import InferencePlan, plan_inference
 from ..inference.inputs import collect_inputs, read_list_file
@@ -101,8 +102,14 @@ def calibration_source(source: Any, model: nn.Module) -> CalibrationSource:
         if path.is_dir():
             files = [item.path for item in collect_inputs([path])]
             what = f"folder {text}"
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            files, what = [path], f"image {text}"
         elif path.is_file():
-            files, what = read_list_file(path), f"list file {text}"
+            try:
+                files, what = read_list_file(path), f"list file {text}"
+            except UnicodeDecodeError:
+                raise CalibrationError(f"calibration source {text!r} is neither an image nor a list file of image "
+                                       f"paths (UTF-8 text); expected {CALIBRATION_HELP}") from None
         else:
             raise CalibrationError(f"calibration source {text!r} does not exist; expected {CALIBRATION_HELP}")
         if not files:
