@@ -92,6 +92,8 @@ PHOTO = REPO_ROOT / "tests" / "data" / "chelsea_160x106.png"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
              "amx_fp16", "amx_int8")
 PEAK_SIZES = "1024,1536,2048,2304,3072"
+ONEDNN_ISA: list[str] = []
+"""The instruction set oneDNN reports it dispatches to (its verbose log's ``isa:`` line), once seen."""
 
 
 # --------------------------------------------------------------------------------------------------- machine
@@ -226,6 +228,7 @@ def onednn_primitives(run: Callable[[], Any]) -> dict[str, Any]:
         log.seek(0)
         lines = log.read().splitlines()
     isa = [line.split("isa:", 1)[1] for line in lines if "isa:" in line]
+    ONEDNN_ISA.extend(isa[:1])  # oneDNN prints it once per process, with the first primitive
     executed = collections.Counter()
     for line in lines:
         fields = line.split(",")
@@ -690,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{d} {p / 1e9:.1f} at {idle_peaks[d]['size']}" + ("" if machine["native"][d] else " (not native)")
         for d, p in peaks.items()))
     cases = [run_case(args, head, h, w, peaks) for head in args.heads for (h, w) in sizes]
+    machine["onednn_isa"] = ONEDNN_ISA[0] if ONEDNN_ISA else None
     machine["load_average_after"] = os.getloadavg()
     for case in cases:
         case["fastest"] = fastest(case)
