@@ -23,10 +23,8 @@ run under ``torch.inference_mode()``; reduced precision is ``torch.autocast`` ov
 timings use CUDA events after synchronisation, with ``cudnn.benchmark`` on.
 
 Reported per variant: median seconds, throughput in images/s, FLOPs per forward (``FlopCounterMode`` on a
-meta-device copy: convolutions and matmuls), achieved GFLOP/s and its share of the measured device peak (a large
-matmul of that dtype, about 0.4 s long, timed in every round beside the variants, median over the rounds -- so a
-load that slows the variants slows the peak alike; ``machine.peak_gflops_matmul`` is the best standalone figure,
-before and after the cases), peak memory (CPU: the process's peak RSS while the
+meta-device copy: convolutions and matmuls; an int8 forward does the same operations), achieved GFLOP/s and its
+share of the precision's idle peak (``machine.idle_peaks``, below), peak memory (CPU: the process's peak RSS while the
 variant's warm-up ran, reset through ``/proc/self/clear_refs`` where allowed, else the process high-water mark,
 and ``+MiB``, its rise over the RSS before it, i.e. activations and workspaces, since all the variants' models
 stay resident; CUDA: max allocated and its rise over the allocation before),
@@ -37,6 +35,22 @@ the reference computes. Per case and precision, ``fastest`` names the fastest va
 peak and its speed-up over the reference (the issue's targets: 90% of the peak, 99.5% label agreement). The
 machine record has the CPU flags that decide these figures (AVX2, AVX-512, AVX512-BF16, AMX), the runtime
 versions, and the load average before and after (the machine may be shared).
+
+INT8 (``--dtypes ...,int8``): the same folded network quantized by NNCF (post-training, calibrated on the case's
+input photograph and its mirror image, :mod:`resnest_zoo.deploy.int8`'s graph) and run by OpenVINO.
+
+Peaks (issue 21, item 6). Before the rounds, on the machine as it is (the load average is recorded), each
+precision's peak is the best over several square sizes (``--peak-sizes``, non-powers of two included: 1024, 1536,
+2048, 2304, 3072), with the size that gave it: ``torch.matmul`` for float32 and bfloat16, and for int8 the better
+of ``torch._int_mm`` and an OpenVINO int8 ``MatMul`` (an NNCF-quantized one-layer model). Shares of peak
+(``percent_of_peak``) are against these idle peaks. The in-round matmul probe is kept only as a load indicator
+(``load_indicator``: in-round probe speed / idle peak; well below 1 means the rounds ran on a busy machine).
+
+Dispatched instruction sets, recorded per case (``isa``): for PyTorch, the oneDNN primitives a forward
+executed, from oneDNN's verbose log (``implementation``, e.g. ``brg_conv_fwd:avx512_core_bf16``; ``amx`` in it
+means AMX); for OpenVINO, the execution graph's primitive type and runtime precision per layer type (e.g.
+``brgconv_avx512_core_vnni`` / ``i8``). ``--profile`` also writes OpenVINO's per-layer counters (``PERF_COUNT``)
+summed per layer type and execution type, for each OpenVINO variant.
 
 Checkpoint loading time is measured separately by ``benchmarks/bench_loading.py``.
 """
@@ -64,7 +78,7 @@ import torch.nn.functional as F  # noqa: E402
 from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmarks/memory.py)
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
-from resnest_zoo.devices import native_half_precision  # noqa: E402
+from resnest_zoo.devices import native_half_precision, native_int8  # noqa: E402
 from resnest_zoo.errors import OptionalDependencyError  # noqa: E402
 from resnest_zoo.deploy.runtime import RuntimeModel  # noqa: E402
 from resnest_zoo.inference.preprocess import normalize, parse_image, resize_like_cv2  # noqa: E402
@@ -72,10 +86,14 @@ from resnest_zoo.models.optimize import optimize_for_inference  # noqa: E402
 from resnest_zoo.models.segmentor import build_segmentor  # noqa: E402
 
 HEADS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PHOTO = REPO_ROOT / "tests" / "data" / "chelsea_160x106.png"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
+             "amx_fp16", "amx_int8")
+PEAK_SIZES = "1024,1536,2048,2304,3072"
+ONEDNN_ISA: list[str] = []
+"""The instruction set oneDNN reports it dispatches to (its verbose log's ``isa:`` line), once seen."""
 
 
 # --------------------------------------------------------------------------------------------------- machine
@@ -116,37 +134,142 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_peak_flops(device: str, dtype: torch.dtype, budget_s: float = 1.5) -> float:
-    """FLOP/s of a square matmul of ``dtype`` (grown until one takes ~0.3 s, at most 8192), best of 5: the device
-    peak. Measured before and after the cases (the larger is reported), so a busy moment does not understate it."""
-    n, best = 256, 0.0
-    while True:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        torch.matmul(a, b)
+def matmul_runner(device: str, dtype_name: str, n: int) -> tuple[Callable[[], Any], str]:
+    """A square ``n x n`` matmul of ``dtype_name`` ready to time, and how it is computed."""
+    if dtype_name == "int8":
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+        b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+        return (lambda: torch._int_mm(a, b)), "torch._int_mm"
+    a = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
+    b = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
+    return (lambda: torch.matmul(a, b)), "torch.matmul"
+
+
+def openvino_int8_matmul(n: int) -> Callable[[], Any]:
+    """An ``n x n`` MatMul quantized to int8 by NNCF and compiled by OpenVINO (float32 elsewhere), ready to time."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+
+    from resnest_zoo.deploy.openvino import openvino_core
+
+    rng = np.random.default_rng(0)
+    x = ov.opset13.parameter([n, n], ov.Type.f32, name="x")
+    product = ov.opset13.matmul(x, ov.opset13.constant(rng.standard_normal((n, n)).astype(np.float32)), False, False)
+    data = rng.standard_normal((n, n)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = nncf.quantize(ov.Model([product], [x]), nncf.Dataset([data]), subset_size=1)
+    compiled = openvino_core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: data})
+
+
+def measure_peaks(device: str, dtype_name: str, sizes: list[int], budget_s: float = 1.5) -> dict[str, Any]:
+    """The best FLOP/s (int8: OP/s) of square matmuls of ``dtype_name`` over ``sizes``: at each size the best of
+    at least 3 runs, more until ``budget_s`` seconds are spent (at most 20), so that a quiet moment of a shared
+    machine is caught: ``{"gflops", "size", "how", "by_size"}``."""
+    runners: list[tuple[int, Callable[[], Any], str]] = []
+    for n in sizes:
+        run, how = matmul_runner(device, dtype_name, n)
+        runners.append((n, run, how))
+        if dtype_name == "int8" and device == "cpu":
+            try:
+                runners.append((n, openvino_int8_matmul(n), "openvino int8 MatMul (NNCF)"))
+            except ImportError:
+                pass
+    best: dict[str, Any] = {"gflops": 0.0, "size": None, "how": None, "by_size": {}}
+    for n, run, how in runners:
+        run()
         synchronize(device)
-        runs = []
-        for _ in range(5):
+        runs: list[float] = []
+        while len(runs) < 3 or (sum(runs) < budget_s and len(runs) < 20):
             start = time.perf_counter()
-            torch.matmul(a, b)
+            run()
             synchronize(device)
             runs.append(time.perf_counter() - start)
-        seconds = min(runs)
-        best = max(best, 2 * n**3 / seconds)
-        if seconds > budget_s / 5 or n >= 8192:
-            return best
-        n *= 2
+        gflops = 2 * n**3 / min(runs) / 1e9
+        best["by_size"][f"{how} {n}"] = gflops
+        if gflops > best["gflops"]:
+            best.update(gflops=gflops, size=n, how=how)
+    return best
 
 
 def peak_probe(device: str, dtype_name: str, peak: float, seconds: float = 0.4) -> Variant:
     """A square matmul of ``dtype_name`` sized to take about ``seconds`` at ``peak`` FLOP/s, timed in the rounds
-    like a variant: the peak measured under the same load as the variants (``info["probe_flop"]`` per call)."""
+    like a variant: a load indicator (``info["probe_flop"]`` per call), compared with the idle peak."""
     n = int(min(8192, max(256, round((seconds * peak / 2) ** (1 / 3) / 256) * 256)))
-    a = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
-    b = torch.randn(n, n, device=device).to(DTYPES[dtype_name])
-    probe = Variant(f"matmul peak {dtype_name} ({n})", lambda: torch.matmul(a, b), dtype=dtype_name)
-    probe.info.update(probe=True, probe_flop=2 * n**3)
+    run, how = matmul_runner(device, dtype_name, n)
+    probe = Variant(f"matmul probe {dtype_name} ({n})", run, dtype=dtype_name)
+    probe.info.update(probe=True, probe_flop=2 * n**3, probe_how=how)
     return probe
+
+
+# ------------------------------------------------------------------------------------ dispatched instructions
+def onednn_primitives(run: Callable[[], Any]) -> dict[str, Any]:
+    """The oneDNN primitives one call of ``run`` executes (kind and implementation, e.g. ``convolution
+    brg_conv_fwd:avx512_core_bf16``: the ISA is in the implementation's name), counted, from oneDNN's verbose log
+    (written to file descriptor 1, captured here)."""
+    import collections
+    import tempfile
+
+    with tempfile.TemporaryFile(mode="w+") as log:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), torch.inference_mode():
+                run()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().splitlines()
+    isa = [line.split("isa:", 1)[1] for line in lines if "isa:" in line]
+    ONEDNN_ISA.extend(isa[:1])  # oneDNN prints it once per process, with the first primitive
+    executed = collections.Counter()
+    for line in lines:
+        fields = line.split(",")
+        if "exec" in fields and "cpu" in fields:
+            at = fields.index("cpu")
+            executed[f"{fields[at + 1]} {fields[at + 2]}"] += 1
+    return {"isa": isa[0] if isa else None, "primitives": dict(executed.most_common())}
+
+
+def openvino_layers(compiled: Any) -> dict[str, int]:
+    """The execution graph of a compiled OpenVINO model: ``"layer type / primitive type / runtime precision"``
+    counted (e.g. ``"Convolution / brgconv_avx512_core_vnni / i8"``)."""
+    import collections
+
+    counted = collections.Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer in ("Input", "Output", "Parameter", "Result", "Const", "Constant"):
+            continue
+        primitive = info["primitiveType"].astype(str) if "primitiveType" in info else "?"
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+        counted[f"{layer} / {primitive} / {precision}"] += 1
+    return dict(counted.most_common())
+
+
+def openvino_profile(compiled: Any, images: Any, runs: int = 2) -> dict[str, dict[str, float]]:
+    """OpenVINO's per-layer counters (a model compiled with ``PERF_COUNT``) over ``runs`` inferences, summed per
+    ``"layer type / execution type"``: milliseconds per inference and layer count, slowest first."""
+    request = compiled.create_infer_request()
+    request.infer({0: images})
+    totals: dict[str, dict[str, float]] = {}
+    for _ in range(runs):
+        request.infer({0: images})
+        for layer in request.get_profiling_info():
+            if layer.status.name != "EXECUTED":
+                continue
+            row = totals.setdefault(f"{layer.node_type} / {layer.exec_type}", {"ms": 0.0, "layers": 0})
+            row["ms"] += layer.real_time.total_seconds() * 1000 / runs
+            row["layers"] += 1 / runs
+    return dict(sorted(totals.items(), key=lambda item: -item[1]["ms"]))
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -211,6 +334,8 @@ class Variant:
         self.peak_mb: float | None = None
         self.rise_mb: float | None = None
         self.output: torch.Tensor | None = None
+        self.compiled: Callable[[], Any] | None = None  # OpenVINO: the compiled model (after the first run)
+        self.model: Any = None  # OpenVINO: the openvino.Model compiled
 
 
 def build_variants(args: argparse.Namespace, segmentor: str, images: torch.Tensor) -> list[Variant]:
@@ -242,6 +367,9 @@ def build_variants(args: argparse.Namespace, segmentor: str, images: torch.Tenso
         folded_models[channels_last] = model
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
+        if dtype == torch.int8:
+            print("  int8: OpenVINO only (PyTorch has no int8 path for these networks)", flush=True)
+            continue
         for channels_last in layouts:
             if dtype != torch.float32 and device == "cpu" and not channels_last and not native_half_precision(device, dtype):
                 # oneDNN has no NCHW kernel for this dtype here: PyTorch falls back to a reference convolution
@@ -281,6 +409,10 @@ def runtime_variants(args: argparse.Namespace, base: torch.nn.Module, images: to
         print(f"  {backend}: exported and loaded in {time.perf_counter() - start:.1f} s", flush=True)
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
+            if dtype == torch.int8:
+                if backend == "openvino":
+                    variants.append(openvino_int8_variant(runtime, images))
+                continue
             if dtype not in runtime.backend.dtypes():
                 print(f"  skipping {backend} {dtype_name}: {backend} does not compute in {dtype_name} here", flush=True)
                 continue
@@ -291,8 +423,34 @@ def runtime_variants(args: argparse.Namespace, base: torch.nn.Module, images: to
                 with torch.autocast("cpu", dtype=dtype):  # how predict(dtype=...) asks a runtime for a precision
                     return runtime(images)
 
-            variants.append(Variant(f"{backend} {dtype_name}", run, dtype=dtype_name, folded=True, backend=backend))
+            variant = Variant(f"{backend} {dtype_name}", run, dtype=dtype_name, folded=True, backend=backend)
+            if backend == "openvino":
+                variant.compiled = lambda runtime=runtime, dtype=dtype: runtime.backend.compiled(dtype)[0]
+                variant.model = runtime.backend.model
+            variants.append(variant)
     return variants
+
+
+def openvino_int8_variant(runtime: RuntimeModel, images: torch.Tensor) -> Variant:
+    """``runtime``'s OpenVINO network quantized to int8 by NNCF, calibrated on the case's input and its mirror image
+    (NNCF's defaults otherwise: what :func:`resnest_zoo.export_openvino_int8` does with an unlabelled source), run
+    by the openvino backend as a file of ``export --int8`` would be."""
+    import nncf
+
+    from resnest_zoo.deploy.runtime import OpenVINOBackend
+
+    start = time.perf_counter()
+    calibration = [images.numpy(), images.flip(-1).contiguous().numpy()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = nncf.quantize(runtime.backend.model, nncf.Dataset(calibration), subset_size=len(calibration),
+                                  target_device=nncf.TargetDevice.CPU)
+    backend = OpenVINOBackend(quantized, threads=runtime.backend.threads)
+    int8_runtime = RuntimeModel(backend, runtime.config)
+    print(f"  openvino int8: quantized by NNCF {nncf.__version__} in {time.perf_counter() - start:.1f} s", flush=True)
+    variant = Variant("openvino int8", lambda: int8_runtime(images), dtype="int8", folded=True, backend="openvino")
+    variant.compiled, variant.model = (lambda: backend.compiled(torch.float32)[0]), quantized
+    return variant
 
 
 def time_once(variant: Variant, device: str) -> float:
@@ -310,6 +468,24 @@ def time_once(variant: Variant, device: str) -> float:
         seconds = time.perf_counter() - start_s
     variant.output = out
     return seconds
+
+
+def dispatched(args: argparse.Namespace, variant: Variant, images: torch.Tensor) -> dict[str, Any]:
+    """What a variant's forward ran on: oneDNN primitives (PyTorch) or the OpenVINO execution graph, and with
+    ``--profile`` OpenVINO's per-layer counters."""
+    if variant.compiled is None:
+        return onednn_primitives(variant.run) if args.device == "cpu" and not variant.info["reference"] else {}
+    compiled = variant.compiled()
+    found: dict[str, Any] = {"layers": openvino_layers(compiled)}
+    if args.profile:
+        from resnest_zoo.deploy.openvino import openvino_core
+
+        hint = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}[variant.info["dtype"]]
+        profiled = openvino_core().compile_model(variant.model, "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERF_COUNT": True,
+            "PERFORMANCE_HINT": "LATENCY"})
+        found["perf_count_ms"] = openvino_profile(profiled, images.numpy())
+    return found
 
 
 def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, peaks: dict[str, float]) -> dict[str, Any]:
@@ -341,6 +517,8 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
             variant.info["peak_memory_kind"] = ("cuda_max_allocated" if device == "cuda" else
                                                "rss_peak_during_variant" if reset else "rss_peak_of_process")
             print(f"  warm-up {variant.name:<34} {warm_s / max(1, args.warmup):8.3f} s", flush=True)
+            if not variant.info.get("probe") and args.isa:
+                variant.info["isa"] = dispatched(args, variant, images)
         for round_index in range(args.repeats):  # interleaved rounds
             for variant in variants:
                 # a variant that has had its time budget (e.g. bf16 emulated on a CPU without bf16 units,
@@ -366,7 +544,7 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
         row.update({
             "median_s": median, "times_s": variant.times, "images_per_s": args.batch / median,
             "gflop": flops / 1e9, "achieved_gflops": flops / median / 1e9,
-            "percent_of_peak": 100 * flops / median / case_peaks[dtype] if case_peaks.get(dtype) else None,
+            "percent_of_peak": 100 * flops / median / peaks[dtype] if peaks.get(dtype) else None,
             "peak_memory_mb": variant.peak_mb, "memory_rise_mb": variant.rise_mb,
             "vs_ref": ref_median / median if ref_median else None,
         })
@@ -380,6 +558,7 @@ def run_case(args: argparse.Namespace, segmentor: str, height: int, width: int, 
         results.append(row)
     return {"segmentor": segmentor, "dataset": args.dataset, "batch": args.batch, "height": height, "width": width,
             "gflop_per_forward": flops / 1e9, "peak_gflops_interleaved": {d: p / 1e9 for d, p in case_peaks.items()},
+            "load_indicator": {d: p / peaks[d] for d, p in case_peaks.items() if peaks.get(d)},
             "peak_probe_times_s": {p.info["dtype"]: p.times for p in probes}, "variants": results}
 
 
@@ -434,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="cityscapes", help="class count of the classifier (default: cityscapes)")
     parser.add_argument("--sizes", default="512x512,1024x2048", help="HxW list (default: 512x512,1024x2048)")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="float32,bfloat16,float16 (autocast for the last two)")
+    parser.add_argument("--dtypes", default="float32,bfloat16",
+                        help="float32,bfloat16,float16 (autocast for these two),int8 (OpenVINO, quantized by NNCF)")
     parser.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
     parser.add_argument("--compile", action="store_true", help="torch.compile the folded models (slow to compile)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -453,6 +633,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant-budget", type=float, default=120.0,
                         help="seconds; a variant past it (warm-up included) is not timed in further rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--peak-sizes", default=PEAK_SIZES,
+                        help=f"square matmul sizes whose best is each precision's peak (default {PEAK_SIZES})")
+    parser.add_argument("--isa", action=argparse.BooleanOptionalAction, default=True,
+                        help="record the dispatched instruction set of each variant (oneDNN verbose log, OpenVINO "
+                             "execution graph)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write OpenVINO's per-layer counters (PERF_COUNT) per layer type for each OpenVINO "
+                             "variant")
     parser.add_argument("--output", default="bench_inference.json", help="JSON results file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -474,31 +662,38 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
-    peaks = {}
+    load_before = os.getloadavg()
+    peak_sizes = [int(n) for n in args.peak_sizes.split(",") if n.strip()]
+    idle_peaks = {}
     for dtype_name in args.dtypes:
-        peaks[dtype_name] = measure_peak_flops(args.device, DTYPES[dtype_name])
+        idle_peaks[dtype_name] = measure_peaks(args.device, dtype_name, peak_sizes)
+        print(f"  idle peak {dtype_name}: {idle_peaks[dtype_name]['gflops']:.0f} GFLOP/s ({idle_peaks[dtype_name]['how']}, "
+              f"{idle_peaks[dtype_name]['size']})", flush=True)
+    peaks = {d: p["gflops"] * 1e9 for d, p in idle_peaks.items()}
     machine = {
         "device": args.device,
         "cpu_model": cpu_model(),
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": cpu_flags(), "runtimes": runtime_versions(), "load_average_before": os.getloadavg(),
+        "cpu_flags": cpu_flags(), "runtimes": runtime_versions(), "load_average_before": load_before,
+        "load_average_after_peaks": os.getloadavg(),
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "native": {d: native_half_precision(args.device, DTYPES[d]) for d in args.dtypes},
+        "native": {d: native_int8() if d == "int8" else native_half_precision(args.device, DTYPES[d])
+                   for d in args.dtypes},
         "peak_gflops_matmul": {d: p / 1e9 for d, p in peaks.items()},
+        "idle_peaks": idle_peaks,
     }
     print(f"{machine['cpu_model']} ({machine['cpus']} CPUs, {machine['torch_threads']} threads, "
           f"{machine['cpu_capability']}; {' '.join(machine['cpu_flags'])})"
           f"{' / ' + machine['gpu'] if machine['gpu'] else ''}; torch {torch.__version__}; "
           + ", ".join(f"{k} {v}" for k, v in machine["runtimes"].items() if v)
           + f"; load average {' '.join(f'{x:.2f}' for x in machine['load_average_before'])}")
-    print("matmul peak GFLOP/s: " + ", ".join(f"{d} {p / 1e9:.1f}" + ("" if machine["native"][d] else " (not native)")
-                                           for d, p in peaks.items()))
+    print("idle matmul peak GFLOP/s: " + ", ".join(
+        f"{d} {p / 1e9:.1f} at {idle_peaks[d]['size']}" + ("" if machine["native"][d] else " (not native)")
+        for d, p in peaks.items()))
     cases = [run_case(args, head, h, w, peaks) for head in args.heads for (h, w) in sizes]
-    for dtype_name in args.dtypes:  # again after the cases: the larger of the two is the peak
-        peaks[dtype_name] = max(peaks[dtype_name], measure_peak_flops(args.device, DTYPES[dtype_name]))
-    machine["peak_gflops_matmul"] = {d: p / 1e9 for d, p in peaks.items()}
+    machine["onednn_isa"] = ONEDNN_ISA[0] if ONEDNN_ISA else None
     machine["load_average_after"] = os.getloadavg()
     for case in cases:
         case["fastest"] = fastest(case)

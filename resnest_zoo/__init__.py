@@ -22,9 +22,12 @@ if TYPE_CHECKING:  # the public surface (see the module docstring)
     from .api import build, download, from_pretrained, list_models, load, load_model
     from .catalogue import CheckpointEntry, get_entry
     from .deploy.onnx import export_onnx
+    from .deploy.int8 import export_openvino_int8
     from .deploy.openvino import export_openvino
     from .deploy.runtime import RuntimeModel
     from .errors import (
+        AccuracyBoundError,
+        CalibrationError,
         CatalogueError,
         CheckpointFormatError,
         ClassIdError,

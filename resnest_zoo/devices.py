@@ -25,6 +25,9 @@ __all__ = [
     "half_precision",
     "emulated_half_precision",
     "warn_if_emulated",
+    "cpu_flags",
+    "native_int8",
+    "warn_if_int8_not_native",
 ]
 
 # How much slower than float32 a CPU runs autocast in a dtype it has no units for (measured on this project's
@@ -32,7 +35,7 @@ __all__ = [
 _EMULATED_SLOWDOWN = {torch.bfloat16: "about 7 times", torch.float16: "more than 70 times"}
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_warned: set[tuple[str, torch.dtype]] = set()  # (device type, dtype) pairs already warned about in this process
+_warned: set[tuple[str, torch.dtype | str]] = set()  # (device type, dtype) pairs already warned about in this process
 
 
 def dtype_of(name: str) -> torch.dtype:
@@ -181,3 +184,37 @@ def warn_if_emulated(device: str | torch.device, dtype: torch.dtype) -> None:
         while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
             frame, level = frame.f_back, level + 1
         warnings.warn(message, UserWarning, stacklevel=level)
+
+
+_INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+"""CPU flags (as ``/proc/cpuinfo`` spells them) of 8-bit integer dot-product instructions."""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in ``/proc/cpuinfo`` (``avx512_vnni``, ``amx_int8`` ...); empty
+    where that file is not there (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_int8() -> bool:
+    """Whether this CPU has 8-bit integer dot-product instructions (AMX-INT8, AVX512-VNNI or AVX-VNNI), with which
+    an INT8 network runs faster than float32; without them INT8 arithmetic is emulated with wider instructions."""
+    return any(flag in cpu_flags() for flag in _INT8_FLAGS)
+
+
+def warn_if_int8_not_native() -> None:
+    """Warn, once per process, that INT8 will not be faster on this CPU (:func:`native_int8` is false)."""
+    if ("cpu", "int8") in _warned or native_int8():
+        return
+    _warned.add(("cpu", "int8"))
+    found = "no CPU flags could be read (not Linux)" if not cpu_flags() else "its flags list none of them"
+    warnings.warn(f"this CPU has no 8-bit dot-product instructions (AMX-INT8, AVX512-VNNI or AVX-VNNI: {found}), so an "
+                  f"INT8 model will not run faster here than float32; quantize for the CPU it will be deployed on",
+                  UserWarning, stacklevel=2)

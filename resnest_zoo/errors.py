@@ -30,6 +30,8 @@ __all__ = [
     "OutputConflictError",
     "HubConnectionError",
     "ClassIdError",
+    "CalibrationError",
+    "AccuracyBoundError",
 ]
 
 
@@ -171,3 +173,25 @@ class RuntimeModelMismatchError(ResNeStZooError, ValueError):
 class OutputConflictError(ResNeStZooError, ValueError):
     """Outputs that would write over an input, put two inputs' results in one file, or replace a file that batch
     prediction did not write (without ``overwrite``); refused before any work."""
+
+
+# --- INT8 quantization ---------------------------------------------------------------------------------------
+
+class CalibrationError(ResNeStZooError, ValueError):
+    """A calibration source for INT8 quantization that cannot be used: no images in it, files that cannot be read
+    (each named, with why), fewer images than the quantization needs (the message says how many were found), or a
+    dataset split that is not there."""
+
+
+class AccuracyBoundError(ResNeStZooError, RuntimeError):
+    """INT8 quantization could not keep the mIoU within the bound asked for (``max_miou_drop``), even with the
+    layers that cost accuracy left in floating point; nothing was written. ``measured_drop`` and ``max_drop`` are
+    the mIoU drop reached and the bound, in points (0-100)."""
+
+    def __init__(self, message: str, measured_drop: float, max_drop: float) -> None:
+        super().__init__(message)
+        self.measured_drop = measured_drop
+        self.max_drop = max_drop
+
+    def __reduce__(self):  # pickles with its three arguments
+        return type(self), (str(self), self.measured_drop, self.max_drop)

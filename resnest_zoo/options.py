@@ -25,6 +25,12 @@ __all__ = [
     "OPSET",
     "OPSETS",
     "SPLIT",
+    "CALIBRATION_SIZE",
+    "CALIBRATION_HELP",
+    "MAX_MIOU_DROP",
+    "HELD_OUT",
+    "MIN_CALIBRATION_IMAGES",
+    "RESTORE_ITERATIONS",
 ]
 
 BATCH_SIZE = 4
@@ -85,3 +91,22 @@ OPSETS = range(11, 21)
 
 SPLIT = "val"
 """The dataset split evaluated by default: the one the published figures were measured on."""
+
+CALIBRATION_SIZE = 300
+"""Images of the calibration source an INT8 quantization calibrates on (evenly spaced through the source)."""
+
+CALIBRATION_HELP = ("a folder of images, a list file (one image path per line), or a dataset split as "
+                    "DATASET:ROOT[:SPLIT] (e.g. voc:/data/VOCdevkit:val; labelled, so the mIoU bound applies)")
+"""What an INT8 calibration source can be, in words (help texts and messages)."""
+
+MAX_MIOU_DROP = 1.0
+"""The largest mIoU drop, in points (0-100), that an INT8 quantization with labelled calibration data accepts."""
+
+HELD_OUT = 0.1
+"""Share of the calibration images held out (not calibrated on) to measure INT8 label agreement with float32."""
+
+MIN_CALIBRATION_IMAGES = 2
+"""The fewest images an INT8 quantization calibrates on (plus at least one held out)."""
+
+RESTORE_ITERATIONS = 16
+"""The most groups of layers INT8 accuracy control returns to floating point before it gives up on the bound."""

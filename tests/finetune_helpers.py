@@ -11,6 +11,7 @@ from PIL import Image
 
 from resnest_zoo.catalogue import get_entry
 from resnest_zoo.config import ModelConfig
+from resnest_zoo.training import poly_lr_scheduler, segmentation_loss, sgd
 
 CLASSES = ("sea", "sand")
 PALETTE = ((20, 60, 200), (220, 190, 90))
@@ -74,3 +75,18 @@ def calibrate_batchnorm(model: torch.nn.Module, images: torch.Tensor) -> None:
     for norm in norms:
         norm.momentum = 0.1
     model.train(was_training)
+
+
+def fine_tune(model: torch.nn.Module, batch: torch.Tensor, target: torch.Tensor, steps: int) -> list[float]:
+    """``steps`` SGD steps (learning rate 0.01, the poly schedule) of ``model`` on one batch; the losses."""
+    optimizer = sgd(model, 0.01)
+    scheduler = poly_lr_scheduler(optimizer, steps)
+    losses = []
+    for _ in range(steps):
+        loss = segmentation_loss(model(batch), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses

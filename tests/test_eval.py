@@ -21,7 +21,7 @@ from PIL import Image
 import resnest_zoo
 from resnest_zoo.datasets import READERS
 from resnest_zoo.errors import DatasetError
-from resnest_zoo.evaluation.metric import ConfusionMatrix, segmentation_metrics
+from resnest_zoo.metric import ConfusionMatrix, segmentation_metrics
 
 from synthetic_data import ColourSegmentor, synthetic_datasets, write_ade20k  # noqa: F401  (fixture)
 from test_datasets import theirs

@@ -31,7 +31,7 @@ from resnest_zoo.training import (
 from resnest_zoo.models.strict import load_into
 
 from conftest import REPO_ROOT, random_segmentor
-from finetune_helpers import CLASSES, PALETTE, calibrate_batchnorm, small_config, synthetic_pairs, write_pairs
+from finetune_helpers import CLASSES, PALETTE, calibrate_batchnorm, fine_tune, small_config, synthetic_pairs, write_pairs
 from synthetic_data import synthetic_datasets  # noqa: F401  (fixture)
 
 # The losses of the published configs (sssegmentation ssseg/configs/resnest/base_cfg.py), quoted: the pip package
@@ -263,16 +263,7 @@ def test_fine_tuning_learns_the_pattern_and_comes_back_from_save_pretrained(tmp_
     model = build_segmentor(config, auxiliary_head=True)
     calibrate_batchnorm(model, batch)  # stands in for the published statistics of a real checkpoint
     model.freeze("backbone").train()
-    optimizer = sgd(model, 0.01)
-    scheduler = poly_lr_scheduler(optimizer, 8)
-    losses = []
-    for _ in range(8):
-        loss = segmentation_loss(model(batch), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+    losses = fine_tune(model, batch, target, 8)
     assert losses[-1] < losses[0] / 3, losses
     model.eval()
     predictions = model.predict(list(images.permute(0, 2, 3, 1).numpy()), device="cpu")

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 from .._version import __version__
 from ..errors import (
+    AccuracyBoundError,
+    CalibrationError,
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotAvailableError,
@@ -62,6 +64,8 @@ _ERROR_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (FolderReadError, ExitCode.USAGE),
     (DatasetError, ExitCode.USAGE),
     (ImageReadError, ExitCode.USAGE),
+    (CalibrationError, ExitCode.USAGE),
+    (AccuracyBoundError, ExitCode.ACCURACY),
     (RuntimeFileError, ExitCode.UNUSABLE),
     (RuntimeModelMismatchError, ExitCode.UNUSABLE),
     (FileNotFoundError, ExitCode.USAGE),

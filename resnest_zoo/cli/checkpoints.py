@@ -8,10 +8,11 @@ from pathlib import Path
 from ..catalogue import catalogue
 from ..installation import install_command
 from ..naming import HUB_PREFIX, ModelName
-from ..options import OPSET, OPSETS, PRECISIONS
+from ..options import CALIBRATION_HELP, CALIBRATION_SIZE, HELD_OUT, MAX_MIOU_DROP, MIN_CALIBRATION_IMAGES, OPSET, OPSETS, PRECISIONS
 from .common import (
     CommandError,
     add_cache_dir,
+    at_least,
     add_models,
     add_quiet,
     human_size,
@@ -24,6 +25,8 @@ from .exit_codes import ExitCode
 __all__ = ["register"]
 
 _RUNTIME_FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+INT8_SUFFIX = ".int8"
+"""What ``export --int8`` puts before ``.xml`` (``deeplabv3plus_..._cityscapes.int8.xml``)."""
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -94,6 +97,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.format != "safetensors" and args.dtype is not None:
         raise CommandError(f"--dtype applies to --format safetensors: a {args.format} file keeps float32 weights and "
                            f"the precision is chosen when it runs (predict --fp16)", ExitCode.USAGE)
+    _check_int8_options(args)
     for name in models:
         if name.saved is not None and (args.hub_folder is not None or args.format == "safetensors"):
             raise CommandError(f"{name} is a saved model already (its model.safetensors and config.json): export it "
@@ -120,6 +124,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _check_int8_options(args: argparse.Namespace) -> None:
+    """``--int8`` and its options go together, with ``--format openvino -o DIR``."""
+    given = [flag for flag, value in (("--calibration", args.calibration is not None),
+                                      ("--calibration-size", args.calibration_size is not None),
+                                      ("--max-miou-drop", args.max_miou_drop is not None)) if value]
+    if not args.int8:
+        if given:
+            raise CommandError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --int8", ExitCode.USAGE)
+        return
+    if args.format != "openvino" or args.hub_folder is not None:
+        raise CommandError("--int8 quantizes an OpenVINO IR: use it with --format openvino -o DIR", ExitCode.USAGE)
+    if args.calibration is None:
+        raise CommandError(f"--int8 needs --calibration SOURCE: {CALIBRATION_HELP}", ExitCode.USAGE)
+
+
 def _export_runtime_files(args: argparse.Namespace, models: list[ModelName]) -> None:
     """``export --format onnx|openvino``: each model, verified, as a runtime file recording its source's sha256."""
     from ..api import load, load_model
@@ -132,6 +151,17 @@ def _export_runtime_files(args: argparse.Namespace, models: list[ModelName]) -> 
 
     opset = OPSET if args.opset is None else args.opset
     exporter, needs = {"onnx": (export_onnx, ("onnx",)), "openvino": (export_openvino, ("openvino", "onnx"))}[args.format]
+    suffix = _RUNTIME_FORMATS[args.format]
+    if args.int8:
+        from ..deploy.int8 import export_openvino_int8
+
+        def exporter(model, path, **options):  # type: ignore[no-redef]
+            return export_openvino_int8(model, path, calibration=args.calibration, progress=not args.quiet,
+                                        calibration_size=args.calibration_size or CALIBRATION_SIZE,
+                                        max_miou_drop=MAX_MIOU_DROP if args.max_miou_drop is None else args.max_miou_drop,
+                                        **options)
+
+        needs, suffix = (*needs, "nncf"), INT8_SUFFIX + suffix
     check_opset(opset)  # every refusal before any download
     for module in needs:
         require(module, f"--format {args.format}")
@@ -147,8 +177,31 @@ def _export_runtime_files(args: argparse.Namespace, models: list[ModelName]) -> 
                             progress=not args.quiet, digest=True)
             model = load(entry.segmentor, entry.dataset, weights=found.path, device="cpu")
             stem, source_sha256 = Path(entry.filename).stem, found.sha256
-        print(exporter(model, output / (stem + _RUNTIME_FORMATS[args.format]), opset=opset,
-                       source_sha256=source_sha256))
+        written = exporter(model, output / (stem + suffix), opset=opset, source_sha256=source_sha256)
+        print(written)
+        if args.int8:
+            _print_quantization(written)
+
+
+def _print_quantization(path: Path) -> None:
+    """The figures an INT8 file carries (read back from it), indented under its path."""
+    from ..deploy.openvino import openvino_core
+    from ..formats.runtime import FORMAT_KEY, parse_metadata
+
+    info = openvino_core().read_model(str(path)).get_rt_info()[FORMAT_KEY]
+    report = parse_metadata({key: value.astype(str) for key, value in info.items()}, where=str(path)).quantization
+    print("\n".join(f"  {line}" for line in str(report).splitlines()))
+
+
+def _points(text: str) -> float:
+    """An mIoU drop in points, 0 to 100 (argparse type, for ``--max-miou-drop``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected mIoU points from 0 to 100 such as 1 or 0.5, got {text!r}")
+    return value
 
 
 def register(add) -> None:
@@ -190,6 +243,18 @@ def register(add) -> None:
                         f"{install_command('onnx')} or {install_command('openvino')})")
     p.add_argument("--opset", type=int, help=f"ONNX opset for --format onnx/openvino (default {OPSET}; "
                                              f"{OPSETS.start} to {OPSETS.stop - 1})")
+    p.add_argument("--int8", action="store_true",
+                   help="with --format openvino: quantize to INT8 with NNCF (post-training, calibrated on --calibration; "
+                        f"NAME{INT8_SUFFIX}.xml), the label agreement with float32 and, with labelled calibration data, "
+                        f"the mIoU drop measured and written into the file (needs {install_command('int8')})")
+    p.add_argument("--calibration", metavar="SOURCE", help=f"for --int8: {CALIBRATION_HELP}")
+    p.add_argument("--calibration-size", type=at_least(MIN_CALIBRATION_IMAGES), metavar="N",
+                   help=f"for --int8: images to calibrate on, evenly spaced through SOURCE (default {CALIBRATION_SIZE}; "
+                        f"plus {HELD_OUT:g} x N more held out to measure the result)")
+    p.add_argument("--max-miou-drop", type=_points, metavar="D",
+                   help=f"for --int8 with a labelled SOURCE: the largest mIoU drop accepted, in points (default "
+                        f"{MAX_MIOU_DROP:g}); layers that cost accuracy stay in floating point until it holds, or the "
+                        f"command fails with exit code {int(ExitCode.ACCURACY)}")
     p.add_argument("--dtype", choices=PRECISIONS,
                    help=f"dtype of the floating tensors written, for --format safetensors (default {PRECISIONS[0]})")
     p.add_argument("--weights", help="a local checkpoint file or URL instead of the catalogue's")

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     UNAVAILABLE = 3
     UNUSABLE = 4
+    ACCURACY = 5
     INTERRUPTED = 130
     BROKEN_PIPE = 141
 
@@ -28,6 +29,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.UNAVAILABLE: "the checkpoint could not be obtained or failed verification (network, offline, sha256, unwritable cache)",
     ExitCode.UNUSABLE: ("the checkpoint is unusable (unsafe pickle, not a checkpoint, weights that do not fit), or "
                         "the runtime file is (not written by resnest-zoo, or of another model)"),
+    ExitCode.ACCURACY: ("INT8 quantization could not keep the mIoU drop within --max-miou-drop (the drop reached is "
+                        "printed); nothing was written"),
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.BROKEN_PIPE: ("the program reading the output stopped early (resnest-zoo list piped into head -3): "
                            "stopped quietly, as Unix tools do"),

@@ -54,14 +54,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         device = resolve_device("cpu")
     dtype = _precision(args, device)
+    models: list[str] | dict[str, object] = [str(name) for name in args.model]
+    if args.runtime_file is not None:
+        models = _runtime_file_model(args)
     from ..serving import serve
 
-    serve([str(name) for name in args.model], host=args.host,
+    serve(models, host=args.host,
           port=args.port, grace=args.grace, device=device if args.backend == "torch" else None, dtype=dtype,
           backend=args.backend, cache_dir=args.cache_dir, max_batch_size=args.max_batch_size,
           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout,
           max_upload_mb=args.max_upload_mb, api_key=args.api_key, cors_origins=tuple(args.cors_origin or ()))
     return ExitCode.OK
+
+
+def _runtime_file_model(args: argparse.Namespace) -> dict[str, object]:
+    """``--runtime-file``: the one catalogue model ``-m`` names, its network read from the file (an ``export
+    --format onnx|openvino [--int8]`` file), loaded here, checked to be that model's."""
+    from ..api import load_model
+
+    if args.backend == "torch":
+        raise CommandError("--runtime-file is run by --backend onnxruntime or openvino; add one of them", ExitCode.USAGE)
+    if len(args.model) != 1 or args.model[0].saved is not None:
+        raise CommandError("--runtime-file holds one catalogue model's network: give that model once, -m "
+                           "SEGMENTOR/DATASET", ExitCode.USAGE)
+    name = args.model[0]
+    return {str(name): load_model(name, backend=args.backend, runtime_file=args.runtime_file, progress=False)}
 
 
 def register(add) -> None:
@@ -80,6 +97,10 @@ def register(add) -> None:
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--fp16", action="store_true", help=FP16_HELP)
     p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help=BACKEND_HELP)
+    p.add_argument("--runtime-file", metavar="FILE",
+                   help="with --backend onnxruntime/openvino and one -m SEGMENTOR/DATASET: serve the network of this "
+                        "file (resnest-zoo export --format onnx / openvino, INT8 included) instead of exporting the "
+                        "checkpoint")
     p.add_argument("--max-batch-size", type=at_least(1), default=default("max_batch_size"), metavar="N",
                    help=f"images of one model and input size per forward pass (default {default('max_batch_size')})")
     p.add_argument("--max-wait-ms", type=_number(0), default=default("max_wait_ms"), metavar="MS",

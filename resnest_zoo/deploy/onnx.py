@@ -21,8 +21,12 @@ needs care, on a copy of the model (the caller's model is not changed):
 * PSPNet's adaptive average pooling to 2x2, 3x3 and 6x6 has no ONNX operator for a dynamic input size; it is
   written as two averaging matrices built from the input size (``P_h @ x @ P_w^T``), the same bins as
   ``adaptive_avg_pool2d``. Pooling to 1x1 stays ``GlobalAveragePool``.
-* The split-attention reshape and the final resize take their sizes from the input's shape, so they follow
-  the dynamic axes (``Shape``-fed ``Reshape``/``Resize``), checked by running the file at two sizes.
+* The split-attention convolution, grouped by radix split in the network, is exported as a ``Split`` and one
+  dense convolution per split (the network's ``split_radix_convs()``, on the copy), its attention weights split
+  rather than indexed: no ``GroupConvolution`` or ``Gather`` in the graph, which OpenVINO's INT8 quantization
+  would leave in floating point (:mod:`resnest_zoo.deploy.int8`).
+* The final resize takes its size from the input's shape, so it follows
+  the dynamic axes (``Shape``-fed ``Resize``), checked by running the file at two sizes.
 """
 from __future__ import annotations
 
@@ -113,6 +117,9 @@ def _prepared_copy(model: nn.Module, fold_batchnorm: bool) -> nn.Module:
             raise TypeError(f"fold_batchnorm=True needs a network that folds its own BatchNorms (a resnest_zoo "
                             f"Segmentor's fold_batchnorms()), got {type(model).__qualname__}; pass fold_batchnorm=False")
         fold()
+    split = getattr(clone, "split_radix_convs", None)  # a Segmentor writes its grouped convolutions densely
+    if split is not None:
+        split()
     for parent in list(clone.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d) and _output_size(child) is not None:

@@ -11,7 +11,9 @@ metadata is the ONNX file's, in the IR's ``rt_info`` under ``resnest_zoo``.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -20,14 +22,26 @@ from ..options import OPSET
 from .onnx import export_file, onnx_bytes, runtime_metadata
 from .optional import require
 
-__all__ = ["export_openvino", "openvino_model"]
+__all__ = ["export_openvino", "openvino_model", "openvino_core", "save_ir"]
+
+_CORE: list[Any] = []
+_CORE_LOCK = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, made at the first call: every OpenVINO read and compile of this package
+    goes through it (a second ``Core`` made after NNCF's accuracy control crashed the process)."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(require("openvino", "OpenVINO").Core())
+        return _CORE[0]
 
 
 def openvino_model(model: nn.Module, **options) -> object:
     """The ``openvino.Model`` of :func:`export_openvino` (same keyword arguments), metadata included, in memory."""
-    ov = require("openvino", "OpenVINO export")
+    require("openvino", "OpenVINO export")
     metadata = runtime_metadata(model, **options)
-    converted = ov.Core().read_model(onnx_bytes(model, **options))
+    converted = openvino_core().read_model(onnx_bytes(model, **options))
     for key, value in metadata.items():
         converted.set_rt_info(value, [FORMAT_KEY, key])
     return converted
@@ -51,15 +65,18 @@ def export_openvino(
     options = dict(opset=opset, dynamic=dynamic, fold_batchnorm=fold_batchnorm, source_sha256=source_sha256,
                    input_size=input_size)
 
-    def write(staged: Path) -> None:
-        xml = staged.with_name(staged.name + ".xml")  # OpenVINO insists on the suffix; the .bin follows its name
-        try:
-            require("openvino", "OpenVINO export").save_model(openvino_model(model, **options), str(xml),
-                                                              compress_to_fp16=False)
-            os.replace(xml.with_suffix(".bin"), staged.with_suffix(".bin"))
-            os.replace(xml, staged)
-        finally:
-            for leftover in (xml, xml.with_suffix(".bin")):
-                leftover.unlink(missing_ok=True)
+    return export_file(model, path, ".xml", lambda staged: save_ir(openvino_model(model, **options), staged), options,
+                       needs=("openvino", "onnx"), siblings=(".bin",))
 
-    return export_file(model, path, ".xml", write, options, needs=("openvino", "onnx"), siblings=(".bin",))
+
+def save_ir(converted: Any, staged: Path) -> None:
+    """Write the ``openvino.Model`` ``converted`` as ``staged`` (the ``.xml``) and the ``.bin`` beside it, weights as
+    they are (``compress_to_fp16=False``); for :func:`~resnest_zoo.deploy.onnx.export_file`'s ``write``."""
+    xml = staged.with_name(staged.name + ".xml")  # OpenVINO insists on the suffix; the .bin follows its name
+    try:
+        require("openvino", "OpenVINO export").save_model(converted, str(xml), compress_to_fp16=False)
+        os.replace(xml.with_suffix(".bin"), staged.with_suffix(".bin"))
+        os.replace(xml, staged)
+    finally:
+        for leftover in (xml, xml.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)

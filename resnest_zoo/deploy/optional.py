@@ -1,4 +1,4 @@
-"""The optional dependencies (onnx, ONNX Runtime, OpenVINO, and the HTTP server's FastAPI stack): which extra
+"""The optional dependencies (onnx, ONNX Runtime, OpenVINO, NNCF, and the HTTP server's FastAPI stack): which extra
 provides each, imported only when used.
 
 ``import resnest_zoo`` and the PyTorch path never import them; asking for one that is missing raises
@@ -16,7 +16,7 @@ from ..installation import install_command
 __all__ = ["EXTRAS", "require"]
 
 # importable module -> the resnest-zoo extra (pyproject.toml [project.optional-dependencies]) that installs it
-EXTRAS: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnx", "openvino": "openvino",
+EXTRAS: dict[str, str] = {"onnx": "onnx", "onnxruntime": "onnx", "openvino": "openvino", "nncf": "int8",
                           "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve",
                           "python_multipart": "serve"}
 

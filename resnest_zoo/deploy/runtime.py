@@ -34,7 +34,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..devices import precision_name
-from ..formats.runtime import FORMAT_KEY, INPUT_NAME, RuntimeMetadata, check_same_model, parse_metadata
+from ..formats.runtime import FORMAT_KEY, INPUT_NAME, INT8, RuntimeMetadata, check_same_model, parse_metadata
+from .openvino import openvino_core
 from .optional import require
 from ..errors import RuntimeFileError
 from ..options import BACKENDS
@@ -140,8 +141,8 @@ class OpenVINOBackend(RuntimeBackend):
     _PRECISIONS = {torch.float32: ("f32", None), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
 
     def __init__(self, model: Any, *, threads: int | None = None) -> None:
-        ov = require("openvino", "the openvino backend")
-        self.core = ov.Core()
+        require("openvino", "the openvino backend")
+        self.core = openvino_core()
         self.threads = _threads(threads)
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
@@ -168,9 +169,16 @@ class OpenVINOBackend(RuntimeBackend):
 
     @classmethod
     def dtypes(cls) -> tuple[torch.dtype, ...]:
-        core = require("openvino", "the openvino backend").Core()
-        capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        require("openvino", "the openvino backend")
+        capabilities = set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         return tuple(d for d, (_, needs) in cls._PRECISIONS.items() if needs is None or needs in capabilities)
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        if self.metadata.precision == INT8 and dtype != torch.float32:
+            raise ValueError(f"this OpenVINO model is quantized to int8 (its layers left in floating point run in "
+                             f"float32), so it cannot compute in {precision_name(dtype)}; pass dtype=None (drop "
+                             f"--fp16), or export the model without --int8 to run it in {precision_name(dtype)}")
+        super().check_dtype(dtype)
 
     def compiled(self, dtype: torch.dtype) -> Any:
         """The model compiled for ``dtype`` (compiled at the first call, then kept)."""
@@ -294,9 +302,15 @@ class RuntimeModel(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
 
+    @property
+    def precision(self) -> str:
+        """The precision of the network's weights: ``"int8"`` for a quantized OpenVINO file (its
+        :class:`~resnest_zoo.formats.runtime.QuantizationReport` is ``metadata.quantization``), else ``"float32"``."""
+        return self.metadata.precision
+
     def extra_repr(self) -> str:
         name = f", entry={self.entry.name!r}" if self.entry is not None else ""
-        return f"backend={self.backend.name!r}, num_classes={self.num_classes}{name}"
+        return f"backend={self.backend.name!r}, precision={self.precision!r}, num_classes={self.num_classes}{name}"
 
 
 def _runtime_name(backend: str) -> str:

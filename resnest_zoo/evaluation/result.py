@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .metric import SegmentationMetrics, segmentation_metrics
+from ..metric import SegmentationMetrics, segmentation_metrics
 
 __all__ = ["EvaluationResult"]
 

@@ -3,7 +3,7 @@
 The protocol is the checkpoint's published one unless asked otherwise: keep-ratio resize to the test-time size,
 whole image, single scale (the options of :func:`resnest_zoo.inference.engine.predict` change it). The images are
 read by the shared input pipeline (:mod:`resnest_zoo.inference.loader`), each label map is compared with its
-annotation on the model's device (:class:`~.metric.ConfusionMatrix`), and under torchrun each process evaluates
+annotation on the model's device (:class:`~resnest_zoo.metric.ConfusionMatrix`), and under torchrun each process evaluates
 its own shard (:func:`resnest_zoo.distributed.shard`) and the matrices are summed once at the end.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..inference.engine import plan_inference
 from ..inference.loader import ImageFiles, LoadedImage, load_images
 from ..inference.stream import resolve_workers, segment_loaded
 from ..progress import progress_bar
-from .metric import ConfusionMatrix
+from ..metric import ConfusionMatrix
 from .result import EvaluationResult
 
 __all__ = ["evaluate"]

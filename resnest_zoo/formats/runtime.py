@@ -14,6 +14,14 @@ needs to turn a photo into a label map without this package travels in the file 
     input, output     the tensors, in words;   batchnorm_folded, input_shape
     source_sha256     sha256 of the checkpoint file the weights came from ("" when unknown)
 
+An INT8 file (:func:`resnest_zoo.deploy.int8.export_openvino_int8`) carries, in addition (:data:`INT8_KEYS`)::
+
+    precision         "int8" (absent: the weights are float32)
+    calibration, calibration_size, held_out     what it was calibrated on, in words, and how many images
+    label_agreement   % of the held-out images' pixels whose INT8 label is the float32 one
+    miou_float32, miou_int8, max_miou_drop      with labelled calibration data: the mIoU (points) of both models
+                                                on it and the bound that was asked for ("null" without labels)
+
 :func:`model_metadata` writes them, :func:`parse_metadata` reads them back (refusing files that are not ours) and
 :func:`check_same_model` refuses a file of another model than the one asked for.
 """
@@ -37,6 +45,9 @@ __all__ = [
     "METADATA_KEYS",
     "RESIZE_RULE",
     "RuntimeMetadata",
+    "INT8_KEYS",
+    "INT8",
+    "QuantizationReport",
     "model_metadata",
     "parse_metadata",
     "check_same_model",
@@ -64,6 +75,46 @@ METADATA_KEYS: dict[str, str] = {
     "source_sha256": "text",
 }
 
+INT8 = "int8"
+"""The ``precision`` of a quantized file."""
+INT8_KEYS: dict[str, str] = {
+    "precision": "text", "calibration": "text", "calibration_size": "json", "held_out": "json",
+    "label_agreement": "json", "miou_float32": "json", "miou_int8": "json", "max_miou_drop": "json",
+}
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """How an INT8 file was made and what it costs in accuracy: what it was calibrated on, the label agreement with
+    float32 on held-out images (%), and with labelled data both models' mIoU and the bound (points, 0-100)."""
+
+    calibration: str
+    calibration_size: int
+    held_out: int
+    label_agreement: float
+    miou_float32: float | None = None
+    miou_int8: float | None = None
+    max_miou_drop: float | None = None
+
+    @property
+    def miou_drop(self) -> float | None:
+        """float32 mIoU minus INT8 mIoU, in points; None without labelled data."""
+        return None if self.miou_float32 is None or self.miou_int8 is None else self.miou_float32 - self.miou_int8
+
+    def metadata(self) -> dict[str, str]:
+        """The :data:`INT8_KEYS` strings of this report."""
+        values = {"precision": INT8, **{key: getattr(self, key) for key in INT8_KEYS if key != "precision"}}
+        return {key: value if INT8_KEYS[key] == "text" else json.dumps(value) for key, value in values.items()}
+
+    def __str__(self) -> str:
+        lines = [f"calibrated on {self.calibration_size} image(s) of {self.calibration}",
+                 f"label agreement with float32: {self.label_agreement:.2f}% of the pixels of {self.held_out} "
+                 f"held-out image(s)"]
+        if self.miou_drop is not None:
+            lines.append(f"mIoU: float32 {self.miou_float32:.2f}, int8 {self.miou_int8:.2f} (drop {self.miou_drop:.2f}"
+                         f" points, bound {self.max_miou_drop:g})")
+        return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class RuntimeMetadata:
@@ -84,6 +135,8 @@ class RuntimeMetadata:
     batchnorm_folded: bool
     source_sha256: str | None
     version: str
+    precision: str = "float32"
+    quantization: QuantizationReport | None = None
 
 
 def model_metadata(config: ModelConfig, *, source_sha256: str | None, batchnorm_folded: bool, input_shape: str) -> dict[str, str]:
@@ -128,10 +181,21 @@ def parse_metadata(values: Mapping[str, str], *, where: str) -> RuntimeMetadata:
             crop_size=(int(read["crop_size"][0]), int(read["crop_size"][1])),
             inference_mode=read["inference_mode"], input_shape=read["input_shape"],
             batchnorm_folded=bool(read["batchnorm_folded"]), source_sha256=read["source_sha256"] or None,
-            version=read["resnest_zoo_version"],
+            version=read["resnest_zoo_version"], **_quantization(values),
         )
     except (ValueError, TypeError, IndexError) as exc:
         raise RuntimeFileError(f"{where}: resnest_zoo metadata that does not parse ({exc}); export it again") from None
+
+
+def _quantization(values: Mapping[str, str]) -> dict[str, Any]:
+    """``precision`` and ``quantization`` of :class:`RuntimeMetadata` (float32 and None for a file without them)."""
+    if values.get("precision", "float32") != INT8:
+        return {}
+    missing = [key for key in INT8_KEYS if key not in values]
+    if missing:
+        raise ValueError(f"an int8 file without {missing}")
+    read = {key: json.loads(values[key]) for key, kind in INT8_KEYS.items() if kind == "json"}
+    return {"precision": INT8, "quantization": QuantizationReport(calibration=values["calibration"], **read)}
 
 
 def check_same_model(metadata: RuntimeMetadata, config: ModelConfig, *, where: str,

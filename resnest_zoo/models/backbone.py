@@ -21,7 +21,10 @@ from torch import nn
 
 from ..config import BackboneConfig
 
-__all__ = ["ResNeSt", "ResNeStBottleneck", "SplitAttentionConv2d", "resnest101_d8", "backbone_from_config"]
+__all__ = [
+    "ResNeSt", "ResNeStBottleneck", "SplitAttentionConv2d", "RadixSplitAttention", "split_radix_convs", "resnest101_d8",
+    "backbone_from_config",
+]
 
 
 class SplitAttentionConv2d(nn.Module):
@@ -84,6 +87,76 @@ class SplitAttentionConv2d(nn.Module):
         for index in range(1, self.radix):
             out.addcmul_(splits[:, index], weights[:, index])
         return out
+
+
+class RadixSplitAttention(nn.Module):
+    """:class:`SplitAttentionConv2d` for export: the same function, written as ``radix`` dense convolutions.
+
+    The grouped convolution (one group per radix split) becomes a ``torch.split`` of its input and one dense
+    convolution per split, and the attention weights are split, not indexed. Exported, that is ``Split`` and
+    ``Convolution`` instead of ``GroupConvolution`` and ``Gather``: OpenVINO's INT8 quantization (NNCF) quantizes
+    dense convolutions but leaves grouped ones in floating point, and the gathers cost layout conversions
+    (issue 21's per-layer profile). Built by :func:`split_radix_convs` on a copy being exported; the eager model
+    keeps :class:`SplitAttentionConv2d`.
+    """
+
+    def __init__(self, source: SplitAttentionConv2d) -> None:
+        super().__init__()
+        if source.groups != 1:
+            raise ValueError(f"only cardinality 1 is implemented, got groups={source.groups}")
+        self.radix, self.channels = source.radix, source.channels
+        self.split_size = source.conv.in_channels // source.radix
+        convs, norms = [], []
+        for index in range(source.radix):
+            part = slice(index * source.channels, (index + 1) * source.channels)
+            conv = nn.Conv2d(self.split_size, source.channels, kernel_size=source.conv.kernel_size,
+                             padding=source.conv.padding, dilation=source.conv.dilation,
+                             bias=source.conv.bias is not None)
+            with torch.no_grad():
+                conv.weight.copy_(source.conv.weight[part])
+                if source.conv.bias is not None:
+                    conv.bias.copy_(source.conv.bias[part])
+            convs.append(conv)
+            norms.append(_channel_slice(source.bn0, part))
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        self.relu, self.fc1, self.bn1, self.fc2 = source.relu, source.fc1, source.bn1, source.fc2
+        self.to(source.conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [self.relu(norm(conv(part))) for part, conv, norm in
+                    zip(torch.split(x, self.split_size, dim=1), self.convs, self.norms)]
+        pooled = branches[0].mean(dim=(2, 3), keepdim=True)
+        for branch in branches[1:]:
+            pooled = pooled + branch.mean(dim=(2, 3), keepdim=True)
+        logits = self.fc2(self.relu(self.bn1(self.fc1(pooled))))  # channels ordered (radix, channel)
+        weights = torch.stack(torch.split(logits, self.channels, dim=1)).softmax(dim=0).unbind(0)
+        out = branches[0] * weights[0]
+        for branch, weight in zip(branches[1:], weights[1:]):
+            out = out + branch * weight
+        return out
+
+
+def _channel_slice(norm: nn.Module, part: slice) -> nn.Module:
+    """The channels ``part`` of a BatchNorm (a copy), or the module itself when it is no BatchNorm (folded)."""
+    if not isinstance(norm, nn.BatchNorm2d):
+        return norm
+    sliced = nn.BatchNorm2d(part.stop - part.start, eps=norm.eps).eval()
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(sliced, name).copy_(getattr(norm, name)[part])
+    return sliced
+
+
+def split_radix_convs(model: nn.Module) -> int:
+    """Replace every :class:`SplitAttentionConv2d` in ``model`` by its :class:`RadixSplitAttention` form, in
+    place (the logits stay equal up to float rounding); returns how many. For exports, on a copy."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SplitAttentionConv2d):
+                setattr(parent, name, RadixSplitAttention(child))
+                replaced += 1
+    return replaced
 
 
 class ResNeStBottleneck(nn.Module):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ResNeSt, backbone_from_config, resnest101_d8
+from .backbone import ResNeSt, backbone_from_config, resnest101_d8, split_radix_convs
 from .heads import (
     ASPP,
     AuxiliaryFCNHead,
@@ -161,6 +161,12 @@ class Segmentor(nn.Module):
         """Fold every BatchNorm into the convolution before it, in place (eval mode only); how many were folded.
         See :func:`resnest_zoo.optimize_for_inference`, which calls this; the export of a network asks for it."""
         return fold_batchnorms(self)
+
+    def split_radix_convs(self) -> int:
+        """Write every split-attention convolution as one dense convolution per radix split, in place (the same
+        logits); how many. For exports only (:class:`~resnest_zoo.models.backbone.RadixSplitAttention`): the export
+        of a network asks for it on its copy, so that the exported graph holds no grouped convolutions."""
+        return split_radix_convs(self)
 
     def auxiliary_head_shapes(self) -> dict[str, torch.Size]:
         """State-dict shapes of the auxiliary head this model's checkpoints carry (whether built or not)."""

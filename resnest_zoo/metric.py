@@ -7,6 +7,9 @@ areas are the diagonal, row sums and column sums of the ``K x K`` confusion matr
 over the pixels that are not ignored, so :class:`ConfusionMatrix` keeps only that: ``int64`` counts on the
 model's device, one ``torch.bincount`` per image, constant memory however many images, and one sum across
 processes. :func:`segmentation_metrics` then computes the reference's figures from it in float64.
+
+It sits low in the package (beside :mod:`resnest_zoo.distributed`), so that ``resnest_zoo.evaluate`` and the INT8
+accuracy control (:mod:`resnest_zoo.deploy.int8`) measure with the same code.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..datasets.annotations import IGNORE
-from ..distributed import all_reduce_sum
+from .datasets.annotations import IGNORE
+from .distributed import all_reduce_sum
 
 __all__ = ["ConfusionMatrix", "SegmentationMetrics", "segmentation_metrics"]
 
