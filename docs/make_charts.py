@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,8 +214,9 @@ def render(spec: Chart) -> str:
                       fontsize=8)
         axis.spines[["top", "right"]].set_visible(False)
     lines = [spec.title, spec.machine, spec.precision] + ([spec.load] if spec.load else [])
+    lines = [part for line in lines for part in textwrap.wrap(line, 130, subsequent_indent="    ")]
     figure.suptitle("\n".join(lines), x=0.01, ha="left", fontsize=8.5)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.1 * len(lines) / figure.get_figheight()))
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "docs/make_charts.py"})
     plt.close(figure)
