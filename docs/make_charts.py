@@ -66,11 +66,11 @@ def machine_of(report: dict[str, Any], folder: Path) -> tuple[str, str]:
     side = folder / "machine.json"
     extra = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
     model = record.get("cpu_model") or record.get("cpu") or extra.get("cpu_model")
-    flags = record.get("cpu_flags") or extra.get("cpu_flags")
+    # a report may record only some flags: the union with machine.json's, in FLAGS' order
+    flags = [*_flag_list(record.get("cpu_flags")), *_flag_list(extra.get("cpu_flags"))] or None
     if not model or flags is None:
         raise SystemExit(f"{folder}: the report names no CPU and flags, and there is no machine.json beside it "
                          "saying what machine it was measured on")
-    flags = flags.split() if isinstance(flags, str) else list(flags)
     flags = [f for f in FLAGS if f in flags]
     cpus = record.get("cpus") or extra.get("cpus")
     gpu = record.get("gpu") or extra.get("gpu")
@@ -87,9 +87,14 @@ def machine_of(report: dict[str, Any], folder: Path) -> tuple[str, str]:
         if recorded:
             load = (f"load average {recorded['before'][0]:.2f} before, {recorded['after'][0]:.2f} after (1 min), "
                     f"{recorded.get('date', '')}").rstrip(", ")
-    if extra.get("shared"):
-        load = "; ".join(part for part in (load, extra["shared"]) if part)
+    note = (extra.get("notes") or {}).get(report.get("_file", ""))
+    if note:
+        load = "; ".join(part for part in (load, note) if part)
     return line, load
+
+
+def _flag_list(flags: str | list[str] | None) -> list[str]:
+    return flags.split() if isinstance(flags, str) else list(flags or [])
 
 
 def inference(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
@@ -158,11 +163,30 @@ def evaluate(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
     return "Evaluation (bench_evaluate.py)", "precision: float32, BatchNorm folded", [panel]
 
 
+def serve(report: dict[str, Any]) -> tuple[str, str, list[Bars]]:
+    """``bench_serve.py``: requests/s at each concurrency against the offline rate, and p99 against its bound."""
+    offline = report["offline_images_per_s"]
+    levels = [*report["server"], *({**row, "single": True} for row in report["server_max_batch_size_1"])]
+    labels = [f"{row['concurrency']} clients" + (", --max-batch-size 1" if row.get("single") else "") for row in levels]
+    rate = Bars(title=f"requests/s ({report['photos']['count']} JPEG photos {report['photos']['size'][0]}x"
+                      f"{report['photos']['size'][1]}; offline predict_stream: {value_text(offline)} images/s)",
+                unit="requests/s (higher is better)", labels=["offline predict_stream", *labels],
+                values=[offline, *(row["throughput_per_s"] for row in levels)],
+                notes=["1.00 of offline", *(f"{row['throughput_per_s'] / offline:.2f} of offline, "
+                                            f"{row['mean_batch_images']:.1f} images per batch" for row in levels)])
+    tail = Bars(title="p99 latency, seconds (the bound: requests that can wait / throughput + one batch's p99)",
+                unit="seconds (lower is better)", labels=labels, values=[row["p99_s"] for row in levels],
+                notes=[f"bound {value_text(row['p99_bound_s'])} s" if "p99_bound_s" in row else "" for row in levels])
+    return (f"Serving (bench_serve.py), {report['model']}", f"precision: float32 on {report['device']}",
+            [rate, tail])
+
+
 DRAWERS: dict[str, Callable[[dict[str, Any]], tuple[str, str, list[Bars]]]] = {
     "inference": inference,
     "loading": loading,
     "batch_predict": batch_predict,
     "evaluate": evaluate,
+    "serve": serve,
 }
 
 

@@ -178,6 +178,10 @@ def _drawn_values(name: str, report: dict) -> list[float]:
         row = report["throughput"]
         return [row["forward_alone_images_per_s"], row["forward_and_resize_back_images_per_s"],
                 row["evaluate_images_per_s"]]
+    if name == "serve":
+        levels = report["server"] + report["server_max_batch_size_1"]
+        return ([report["offline_images_per_s"]] + [row["throughput_per_s"] for row in levels]
+                + [row["p99_s"] for row in levels] + [row["p99_bound_s"] for row in levels])
     raise AssertionError(f"no chart is known for bench_{name}.json")
 
 
