@@ -220,12 +220,15 @@ def test_bfloat16_autocast_labels_agree_with_float32(models, image96):
 def test_benchmark_script_writes_json(tmp_path, monkeypatch):
     output = tmp_path / "results.json"
     bench = _bench_module()
-    measure = bench.measure_peak_flops  # its matmuls grow to ~1.5 s of work: a smaller budget keeps the test short
-    monkeypatch.setattr(bench, "measure_peak_flops", lambda device, dtype, budget_s=1.5: measure(device, dtype, 0.05))
+    measure = bench.measure_peaks  # at least ~1.5 s of work per size: a smaller budget keeps the test short
+    monkeypatch.setattr(bench, "measure_peaks", lambda device, dtype, sizes, budget_s=1.5: measure(device, dtype, sizes, 0.05))
     assert bench.main(["--sizes", "64x64", "--heads", "fcn", "--repeats", "1", "--no-reference", "--dtypes", "float32",
-                       "--channels-last", "on", "--backends", "torch,onnxruntime", "--output", str(output)]) == 0
+                       "--channels-last", "on", "--backends", "torch,onnxruntime", "--peak-sizes", "256,384",
+                       "--output", str(output)]) == 0
     report = json.loads(output.read_text())
     assert report["machine"]["peak_gflops_matmul"]["float32"] > 0
+    idle = report["machine"]["idle_peaks"]["float32"]
+    assert idle["size"] in (256, 384) and set(idle["by_size"]) >= {f"{idle['how']} 256", f"{idle['how']} 384"}
     (case,) = report["cases"]
     assert (case["segmentor"], case["height"], case["width"]) == ("fcn", 64, 64)
     assert case["gflop_per_forward"] > 1
