@@ -76,6 +76,7 @@ for folder in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # the package, and benchma
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402  (benchmarks/memory.py)
+from pipeline import speed_flags  # noqa: E402  (benchmarks/pipeline.py: the flags recorded with a figure)
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
 from resnest_zoo.devices import native_half_precision, native_int8  # noqa: E402
@@ -89,8 +90,6 @@ HEADS = ("fcn", "pspnet", "deeplabv3", "deeplabv3plus")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PHOTO = REPO_ROOT / "tests" / "data" / "chelsea_160x106.png"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
-             "amx_fp16", "amx_int8")
 PEAK_SIZES = "1024,1536,2048,2304,3072"
 ONEDNN_ISA: list[str] = []
 """The instruction set oneDNN reports it dispatches to (its verbose log's ``isa:`` line), once seen."""
@@ -105,18 +104,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    """The CPU flags among :data:`CPU_FLAGS` (what decides float32 / bfloat16 speed) from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
 
 
 def runtime_versions() -> dict[str, str | None]:
@@ -676,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": cpu_flags(), "runtimes": runtime_versions(), "load_average_before": load_before,
+        "cpu_flags": speed_flags(), "runtimes": runtime_versions(), "load_average_before": load_before,
         "load_average_after_peaks": os.getloadavg(),
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "native": {d: native_int8() if d == "int8" else native_half_precision(args.device, DTYPES[d])

@@ -27,6 +27,7 @@ from memory import peak_rss_mb  # noqa: E402  (benchmarks/memory.py)
 from torch import nn  # noqa: E402
 
 from resnest_zoo.catalogue import get_entry  # noqa: E402
+from resnest_zoo.devices import cpu_flags  # noqa: E402
 from resnest_zoo.models.optimize import optimize_for_inference  # noqa: E402
 from resnest_zoo.models.segmentor import Segmentor, build_segmentor  # noqa: E402
 
@@ -108,18 +109,27 @@ def compute_alone(model: Segmentor, shape: tuple[int, int], size: tuple[int, int
     return max(1, images // batch_size) * batch_size / (time.perf_counter() - started)
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
+             "amx_fp16", "amx_int8")
+"""The CPU flags that decide float32, bfloat16, float16 and int8 speed, recorded with every benchmark figure."""
+
+
+def speed_flags() -> list[str]:
+    """This CPU's flags among :data:`CPU_FLAGS`, as the package reads them (``resnest_zoo.devices.cpu_flags``)."""
+    present = cpu_flags()
+    return [flag for flag in CPU_FLAGS if flag in present]
+
+
 def machine(device: torch.device) -> dict[str, str]:
     """The CPU (model and the flags that matter for speed), GPU, torch and Python of this run."""
-    cpu, flags = platform.processor() or "unknown CPU", []
+    cpu = platform.processor() or "unknown CPU"
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         cpu = fields.get("Model name", cpu).strip()
-        flags = [flag for flag in fields.get("Flags", "").split()
-                 if flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")]
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_flags": " ".join(flags), "cpus": str(len(os.sched_getaffinity(0))),
+    info = {"cpu": cpu, "cpu_flags": " ".join(speed_flags()), "cpus": str(len(os.sched_getaffinity(0))),
             "threads": str(torch.get_num_threads()), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
